@@ -1,0 +1,22 @@
+"""User-facing errors: one line that names the offending field or file and the fix."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConfigError(ValueError):
+    """A config value, flag or file is invalid. The message names the field and the fix."""
+
+
+def closest(word: str, options: Iterable[str]) -> str:
+    """A ' (did you mean X?)' hint for a misspelt key or name, or '' when nothing is close."""
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def unknown(kind: str, word: str, options: Iterable[str]) -> ConfigError:
+    """The error for a name that is not one of `options`, with a suggestion and the valid list."""
+    options = sorted(options)
+    return ConfigError(f"unknown {kind} {word!r}{closest(word, options)}; valid: {', '.join(options)}")

@@ -1,0 +1,142 @@
+"""The PET method contract: a typed, self-validating config per method, a registry by name, and
+`apply_method`, which injects a method into a VL model and freezes what the method freezes.
+
+Trainability is by name: after injection, a parameter trains when its name contains `pet_` (every
+module a method adds is attached under a `pet_*` attribute), belongs to the visual embedding (trained
+by every method of the paper), or is one of the backbone parameters the method unfreezes
+(`extra_trainable`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, get_type_hints
+
+from torch import nn
+
+from vlpet.errors import ConfigError, closest, unknown
+from vlpet.models.vl_model import VLModel
+
+PET_PREFIX = "pet_"
+ALWAYS_TRAINABLE = ("visual_embedding.",)
+
+METHODS: dict[str, type[MethodConfig]] = {}
+
+
+def register_method(cls: type[MethodConfig]) -> type[MethodConfig]:
+    """Class decorator: make a MethodConfig subclass available under its `method` name."""
+    METHODS[cls.method] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base class of every PET method config. Subclasses are frozen dataclasses that validate
+    themselves on construction (`check`) and against a model (`check_model`)."""
+
+    method: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        self.check()
+
+    def _check_types(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in fields(self):
+            value, hint = getattr(self, f.name), hints[f.name]
+            if hint is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+            elif hint in (int, float, bool, str) and not (isinstance(value, hint) and (hint is bool or not isinstance(value, bool))):
+                raise self.error(f.name, f"must be a {hint.__name__}, got {value!r}")
+
+    def check(self) -> None:
+        """Validate field values; raise `self.error(field, fix)` on the first bad one."""
+
+    def check_model(self, model: VLModel) -> None:
+        """Validate the config against a concrete model (e.g. rank <= d_model)."""
+
+    def inject(self, model: VLModel) -> None:
+        """Add this method's modules (under `pet_*` names) to `model`."""
+
+    def extra_trainable(self, model: VLModel) -> Iterator[str]:
+        """Names of backbone parameters this method unfreezes besides its own modules."""
+        return iter(())
+
+    def error(self, field: str, fix: str) -> ConfigError:
+        """A ConfigError naming `method.field` and how to fix it."""
+        return ConfigError(f"{self.method}.{field}={getattr(self, field, None)!r}: {fix}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with the method name, for YAML/JSON and checkpoints."""
+        return {"method": self.method, **dataclasses.asdict(self)}
+
+
+def check_rank(cfg: MethodConfig, field: str, d_model: int) -> None:
+    """A bottleneck or low rank must be in 1..d_model."""
+    rank = getattr(cfg, field)
+    if not 0 < rank <= d_model:
+        raise cfg.error(field, f"must be in 1..d_model={d_model}")
+
+
+def check_positive(cfg: MethodConfig, *names: str) -> None:
+    """Each named field must be a finite number > 0."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > 0):
+            raise cfg.error(name, "must be a finite number > 0")
+
+
+def method_from_dict(data: dict[str, Any]) -> MethodConfig:
+    """Build a method config from `{"method": name, **fields}`; unknown names/keys give a clear error."""
+    data = dict(data)
+    name = data.pop("method", None)
+    if name is None:
+        raise ConfigError(f"method config needs a 'method' key; valid: {', '.join(sorted(METHODS))}")
+    if name not in METHODS:
+        raise unknown("method", name, METHODS)
+    cls = METHODS[name]
+    valid = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in valid:
+            raise ConfigError(f"{name}.{key} is not a field of method {name!r}{closest(key, valid)}; "
+                              f"valid: {', '.join(sorted(valid))}")
+    try:
+        return cls(**data)
+    except TypeError as err:  # e.g. a dataclass required field missing
+        raise ConfigError(f"method {name!r}: {err}") from None
+
+
+def layer_norm_names(model: VLModel, stack: str | None = None) -> Iterator[str]:
+    """Parameter names of the backbone's layer norms (one stack's, or all when stack is None)."""
+    prefix = "backbone." + (model.layout.stack_root(stack) + "." if stack else "")
+    for mod_name, module in model.named_modules():
+        if isinstance(module, model.layout.layer_norm_types) and mod_name.startswith(prefix):
+            for p_name, _ in module.named_parameters(recurse=False):
+                yield f"{mod_name}.{p_name}"
+
+
+def bias_names(model: VLModel) -> Iterator[str]:
+    """Every backbone bias vector (attention, FFN and layer norms)."""
+    return (n for n, _ in model.named_parameters() if n.startswith("backbone.") and n.endswith(".bias"))
+
+
+def apply_method(model: VLModel, cfg: MethodConfig) -> VLModel:
+    """Inject `cfg` into `model` in place, freeze all but what the method trains, and return the model."""
+    if model.method is not None:
+        raise ConfigError(f"model already has method {model.method.method!r}; build a fresh model to apply {cfg.method!r}")
+    cfg.check_model(model)
+    cfg.inject(model)
+    extra = set(cfg.extra_trainable(model))
+    for name, param in model.named_parameters():
+        param.requires_grad_(PET_PREFIX in name or name.startswith(ALWAYS_TRAINABLE) or name in extra)
+    model.method = cfg
+    return model
+
+
+def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
+    """Swap the submodule at dotted `path` for `new`."""
+    parent, _, child = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, new)

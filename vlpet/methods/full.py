@@ -1,0 +1,20 @@
+"""Full fine-tuning baseline: every parameter trains (tied embeddings count once)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from vlpet.methods.base import MethodConfig, register_method
+from vlpet.models.vl_model import VLModel
+
+
+@register_method
+@dataclass(frozen=True)
+class FullFinetuneConfig(MethodConfig):
+    """No hyper-parameters: nothing is frozen."""
+
+    method = "full"
+
+    def extra_trainable(self, model: VLModel) -> Iterator[str]:
+        return (name for name, _ in model.named_parameters())

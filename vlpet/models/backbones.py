@@ -1,0 +1,179 @@
+"""Build the HF encoder-decoder under a VL model: from a size preset (random init) or a pretrained copy.
+
+The HF classes are used unmodified. Offline, a hub name that is not cached fails at once with a
+message that says how to point at a local copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    BartConfig,
+    BartForConditionalGeneration,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+from vlpet.errors import ConfigError, unknown
+
+# Special tokens added to every tokenizer, as the paper's code does: 100 <extra_id_*> and 100
+# <vis_extra_id_*>; the last 100 vocabulary rows double as the (frozen) object-order embeddings.
+N_VIS_EXTRA_IDS = 100
+EXTRA_TOKENS = [f"<extra_id_{i}>" for i in range(100)] + [f"<vis_extra_id_{i}>" for i in range(N_VIS_EXTRA_IDS)]
+
+# Size presets. Vocabulary sizes are the final ones after adding EXTRA_TOKENS (bart-base:
+# 50265 + 200; t5-base: 32100 + 100 = 32200), so the totals match the paper's parameter counts.
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "tiny-bart": ("bart", dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                               decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
+                               max_position_embeddings=256, vocab_size=1024)),
+    "tiny-t5": ("t5", dict(d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=1024,
+                           relative_attention_num_buckets=32)),
+    "bart-base": ("bart", dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                               decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
+                               max_position_embeddings=1024, vocab_size=50265 + 200)),
+    "t5-base": ("t5", dict(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_heads=12, vocab_size=32200)),
+}
+CONFIG_CLASSES = {"bart": (BartConfig, BartForConditionalGeneration), "t5": (T5Config, T5ForConditionalGeneration)}
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Which encoder-decoder to build and how visual features enter it.
+
+    Attributes:
+        arch: a size preset (tiny-bart, tiny-t5, bart-base, t5-base), built from config with random
+            weights. Ignored when `pretrained` is set.
+        pretrained: a local directory saved with `save_pretrained`, or a hub name (needs internet or
+            the HF cache). The family (bart / t5) is read from its config.
+        tokenizer: a tokenizer directory; defaults to `pretrained`. Presets need none.
+        vocab_size: override the preset's vocabulary size (e.g. to a local tokenizer's length).
+        feat_dim: dimension of the visual features (2048 for CLIP RN101 grids, 512 for CLIP-ViT frames).
+        n_boxes: visual tokens per image after adaptive max-pooling of a square grid (the paper's
+            `--n_boxes 36 --downsample`: 7x7 -> 6x6); None keeps the features as they are.
+        dropout: dropout everywhere (the paper uses 0.1).
+    """
+
+    arch: str = "tiny-bart"
+    pretrained: str | None = None
+    tokenizer: str | None = None
+    vocab_size: int | None = None
+    feat_dim: int = 2048
+    n_boxes: int | None = 36
+    dropout: float = 0.1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.pretrained is None and self.arch not in PRESETS:
+            raise unknown("backbone.arch", self.arch, PRESETS)
+        if self.vocab_size is not None and self.vocab_size <= N_VIS_EXTRA_IDS:
+            raise ConfigError(f"backbone.vocab_size={self.vocab_size} must exceed {N_VIS_EXTRA_IDS} "
+                              "(the last rows are the object-order embeddings)")
+        if self.feat_dim <= 0:
+            raise ConfigError(f"backbone.feat_dim={self.feat_dim} must be positive (2048 for RN101 grids, 512 for video)")
+        if self.n_boxes is not None and not (0 < self.n_boxes <= N_VIS_EXTRA_IDS and int(self.n_boxes**0.5) ** 2 == self.n_boxes):
+            raise ConfigError(f"backbone.n_boxes={self.n_boxes} must be a square in 1..{N_VIS_EXTRA_IDS} (36 = 6x6) or null")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"backbone.dropout={self.dropout} must be in [0, 1)")
+
+    @property
+    def family(self) -> str:
+        """'bart' or 't5'."""
+        if self.pretrained is None:
+            return PRESETS[self.arch][0]
+        return _pretrained_config(self.pretrained).model_type
+
+    @property
+    def name(self) -> str:
+        """A short label for reports: the preset or the pretrained path's last component."""
+        return self.arch if self.pretrained is None else Path(self.pretrained).name
+
+
+def _is_local(path: str) -> bool:
+    return Path(path).expanduser().is_dir()
+
+
+def _offline_error(what: str, name: str, err: Exception) -> ConfigError:
+    return ConfigError(
+        f"backbone.{what}={name!r} is neither a local directory nor loadable from the hub ({type(err).__name__}). "
+        f"Offline? On a machine with internet run `hf download {name} --local-dir /path/{Path(name).name}` "
+        f"(or `AutoModelForSeq2SeqLM.from_pretrained('{name}').save_pretrained(...)`), copy it here and set "
+        f"backbone.{what}: /path/{Path(name).name}"
+    )
+
+
+def _load(loader: Any, what: str, name: str, **kwargs: Any) -> Any:
+    """`loader.from_pretrained(name)`: a local dir, else the HF cache, else the hub; one clear error."""
+    if _is_local(name):
+        try:
+            return loader.from_pretrained(str(Path(name).expanduser()), **kwargs)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"backbone.{what}={name!r}: cannot load from that directory: {err}") from None
+    if "/" in name and (name.startswith((".", "/", "~")) or Path(name).suffix):
+        raise ConfigError(f"backbone.{what}={name!r}: no such directory; point it at a saved model directory")
+    try:
+        return loader.from_pretrained(name, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except OSError as err:
+        raise _offline_error(what, name, err) from None
+
+
+def _pretrained_config(name: str) -> Any:
+    config = _load(AutoConfig, "pretrained", name)
+    if config.model_type not in CONFIG_CLASSES:
+        raise ConfigError(f"backbone.pretrained={name!r} is a {config.model_type!r} model; only bart and t5 are supported")
+    return config
+
+
+def load_tokenizer(cfg: BackboneConfig) -> PreTrainedTokenizerBase | None:
+    """The tokenizer named by the config (with the VL special tokens added), or None for a bare preset."""
+    source = cfg.tokenizer or cfg.pretrained
+    if source is None:
+        return None
+    tokenizer = _load(AutoTokenizer, "tokenizer" if cfg.tokenizer else "pretrained", source)
+    missing = [t for t in EXTRA_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    return tokenizer
+
+
+def _set_dropout(config: Any, family: str, p: float) -> None:
+    if family == "bart":
+        config.dropout = config.attention_dropout = config.activation_dropout = p
+    else:
+        config.dropout_rate = p
+
+
+def build_hf_model(cfg: BackboneConfig, vocab_size: int | None = None) -> PreTrainedModel:
+    """The HF encoder-decoder for `cfg`; `vocab_size` (the tokenizer's length) resizes the embeddings."""
+    if cfg.pretrained is not None:
+        model = _load(AutoModelForSeq2SeqLM, "pretrained", cfg.pretrained)
+        _set_dropout(model.config, model.config.model_type, cfg.dropout)
+        for module in model.modules():  # dropout probabilities are copied into modules at build time
+            if isinstance(module, torch.nn.Dropout):
+                module.p = cfg.dropout
+            elif hasattr(module, "dropout") and isinstance(module.dropout, float):
+                module.dropout = cfg.dropout
+        if vocab_size is not None and vocab_size != model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(vocab_size, mean_resizing=False)
+        return model
+    family, dims = PRESETS[cfg.arch]
+    config_cls, model_cls = CONFIG_CLASSES[family]
+    dims = {**dims, **cfg.extra}
+    dims["vocab_size"] = vocab_size or cfg.vocab_size or dims["vocab_size"]
+    config = config_cls(**dims, decoder_start_token_id=2 if family == "bart" else 0,
+                        forced_bos_token_id=None, forced_eos_token_id=None, tie_word_embeddings=True)
+    _set_dropout(config, family, cfg.dropout)
+    return model_cls(config)
