@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -20,3 +22,18 @@ def unknown(kind: str, word: str, options: Iterable[str]) -> ConfigError:
     """The error for a name that is not one of `options`, with a suggestion and the valid list."""
     options = sorted(options)
     return ConfigError(f"unknown {kind} {word!r}{closest(word, options)}; valid: {', '.join(options)}")
+
+
+def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
+    """`cls(**data)` for a config dataclass, with unknown keys and wrong arguments reported as
+    ConfigErrors naming `where.key` and the closest valid key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping of fields, got {type(data).__name__}")
+    valid = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in valid:
+            raise ConfigError(f"{where}.{key} is not a valid key{closest(str(key), valid)}; valid: {', '.join(sorted(valid))}")
+    try:
+        return cls(**data)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from None

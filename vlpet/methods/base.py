@@ -17,7 +17,7 @@ from typing import Any, ClassVar, get_type_hints
 
 from torch import nn
 
-from vlpet.errors import ConfigError, closest, unknown
+from vlpet.errors import ConfigError, build_dataclass, unknown
 from vlpet.models.vl_model import VLModel
 
 PET_PREFIX = "pet_"
@@ -97,16 +97,7 @@ def method_from_dict(data: dict[str, Any]) -> MethodConfig:
         raise ConfigError(f"method config needs a 'method' key; valid: {', '.join(sorted(METHODS))}")
     if name not in METHODS:
         raise unknown("method", name, METHODS)
-    cls = METHODS[name]
-    valid = {f.name for f in fields(cls)}
-    for key in data:
-        if key not in valid:
-            raise ConfigError(f"{name}.{key} is not a field of method {name!r}{closest(key, valid)}; "
-                              f"valid: {', '.join(sorted(valid))}")
-    try:
-        return cls(**data)
-    except TypeError as err:  # e.g. a dataclass required field missing
-        raise ConfigError(f"method {name!r}: {err}") from None
+    return build_dataclass(METHODS[name], data, name)
 
 
 def layer_norm_names(model: VLModel, stack: str | None = None) -> Iterator[str]:

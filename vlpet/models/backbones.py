@@ -61,6 +61,9 @@ class BackboneConfig:
         n_boxes: visual tokens per image after adaptive max-pooling of a square grid (the paper's
             `--n_boxes 36 --downsample`: 7x7 -> 6x6); None keeps the features as they are.
         dropout: dropout everywhere (the paper uses 0.1).
+        init_seed: seed of a preset's random initialisation. The frozen weights of a preset are a
+            function of it, so an adapter-only checkpoint reloads onto the same backbone.
+        extra: further HF config fields for a preset (e.g. {"encoder_layers": 3}).
     """
 
     arch: str = "tiny-bart"
@@ -70,6 +73,7 @@ class BackboneConfig:
     feat_dim: int = 2048
     n_boxes: int | None = 36
     dropout: float = 0.1
+    init_seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -173,7 +177,12 @@ def build_hf_model(cfg: BackboneConfig, vocab_size: int | None = None) -> PreTra
     config_cls, model_cls = CONFIG_CLASSES[family]
     dims = {**dims, **cfg.extra}
     dims["vocab_size"] = vocab_size or cfg.vocab_size or dims["vocab_size"]
-    config = config_cls(**dims, decoder_start_token_id=2 if family == "bart" else 0,
-                        forced_bos_token_id=None, forced_eos_token_id=None, tie_word_embeddings=True)
-    _set_dropout(config, family, cfg.dropout)
-    return model_cls(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.init_seed)
+        try:
+            config = config_cls(**dims, decoder_start_token_id=2 if family == "bart" else 0,
+                                forced_bos_token_id=None, forced_eos_token_id=None, tie_word_embeddings=True)
+            _set_dropout(config, family, cfg.dropout)
+            return model_cls(config)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"backbone.extra={cfg.extra}: not a valid {family} config ({err})") from None

@@ -21,7 +21,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
-from transformers.models.t5.modeling_t5 import T5LayerNorm
+from transformers.models.t5.modeling_t5 import T5Attention, T5LayerNorm
 
 from vlpet.models.backbones import BackboneConfig, build_hf_model, load_tokenizer
 from vlpet.models.layout import LAYOUTS, Layout
@@ -116,7 +116,9 @@ class _T5Text:
         enc = hf.encoder
         attn_mask = create_bidirectional_mask(config=enc.config, inputs_embeds=hidden, attention_mask=mask)
         total = hidden.shape[1]
-        text_bias = enc.block[0].layer[0].SelfAttention.compute_bias(n_text, n_text, device=hidden.device)
+        # the first block owns the relative bias (found by type: PET methods may wrap its attention)
+        owner = next(m for m in enc.block[0].modules() if isinstance(m, T5Attention) and m.has_relative_attention_bias)
+        text_bias = owner.compute_bias(n_text, n_text, device=hidden.device)
         bias = text_bias.new_zeros(1, text_bias.shape[1], total, total)
         bias[:, :, :n_text, :n_text] = text_bias
         bias = bias.to(hidden.dtype)
