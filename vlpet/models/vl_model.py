@@ -14,15 +14,18 @@ The decoder, LM head and `generate()` are the HF ones, given the encoder output.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from transformers.models.t5.modeling_t5 import T5Attention, T5LayerNorm
 
+from vlpet.errors import ConfigError
 from vlpet.models.backbones import BackboneConfig, build_hf_model, load_tokenizer
 from vlpet.models.layout import LAYOUTS, Layout
 
@@ -200,7 +203,38 @@ class VLModel(nn.Module):
         return self.backbone.generate(encoder_outputs=encoder_outputs, attention_mask=mask, **generate_kwargs)
 
 
+VISUAL_WEIGHTS = "visual_embedding.safetensors"
+
+
+def save_vl_pretrained(model: VLModel, directory: str | Path) -> Path:
+    """Save a VL-pretrained backbone: the HF model and tokenizer, plus the visual embedding beside them."""
+    directory = Path(directory)
+    model.backbone.save_pretrained(directory)
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(directory)
+    save_file({k: v.contiguous() for k, v in model.visual_embedding.state_dict().items()}, str(directory / VISUAL_WEIGHTS))
+    return directory
+
+
+def _load_visual(model: VLModel, directory: Path) -> None:
+    """Load a VL-pretrained visual embedding saved beside the backbone, if there is one."""
+    path = directory / VISUAL_WEIGHTS
+    if not path.is_file():
+        return
+    tensors = load_file(str(path))
+    expected = model.visual_embedding.state_dict()
+    for name, tensor in tensors.items():
+        if name not in expected or expected[name].shape != tensor.shape:
+            raise ConfigError(f"{path}: {name} has shape {tuple(tensor.shape)}, but backbone.feat_dim="
+                              f"{model.backbone_config.feat_dim} needs {tuple(expected[name].shape) if name in expected else '-'}")
+    model.visual_embedding.load_state_dict(tensors)
+
+
 def build_vl_model(cfg: BackboneConfig) -> VLModel:
-    """Build VL-BART / VL-T5 from a backbone config: tokenizer (if any), HF model, visual embedding."""
+    """Build VL-BART / VL-T5 from a backbone config: tokenizer (if any), HF model, visual embedding
+    (loaded too when a VL-pretrained directory carries one)."""
     tokenizer = load_tokenizer(cfg)
-    return VLModel(build_hf_model(cfg, len(tokenizer) if tokenizer is not None else None), cfg, tokenizer)
+    model = VLModel(build_hf_model(cfg, len(tokenizer) if tokenizer is not None else None), cfg, tokenizer)
+    if cfg.pretrained is not None and Path(cfg.pretrained).expanduser().is_dir():
+        _load_visual(model, Path(cfg.pretrained).expanduser())
+    return model

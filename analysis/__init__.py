@@ -1,0 +1,22 @@
+"""Analysis of a VL-PET study: efficiency-effectiveness frontiers, hypervolume, and the paper-table report.
+
+    from analysis import frontier, load_results
+    result = frontier(load_results("runs/my-study"))    # FrontierResult
+    python -m analysis.report runs/my-study              # report/ with plots, CSVs and report.md
+"""
+
+from analysis.frontier import FrontierResult, frontier
+from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d, hypervolume_history
+from analysis.pareto import pareto_front
+from analysis.table import AnalysisError, load_results
+
+__all__ = [
+    "DEFAULT_REFERENCE",
+    "AnalysisError",
+    "FrontierResult",
+    "frontier",
+    "hypervolume_2d",
+    "hypervolume_history",
+    "load_results",
+    "pareto_front",
+]

@@ -1,0 +1,283 @@
+"""The study report: frontier plots, CSV tables and report.md with the paper's Table 2 beside the results.
+
+    python -m analysis.report <study_dir> [--backbone bart-base|t5-base] [--no-png]
+
+Reads `<study_dir>/results.parquet` (or results.csv) and writes `<study_dir>/report/`. The paper table is
+picked by `--backbone`, else the "backbone" key of `<study_dir>/study.json`, else bart-base.
+Exit status 2, with a one-line message, when the study directory or its results table is missing or unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.frontier import FrontierResult, frontier, mean_std
+from analysis.hypervolume import hypervolume_2d, hypervolume_history
+from analysis.paper import TASKS, paper_table, resolve_backbone
+from analysis.plots import frontier_figure, hypervolume_figure, save_figures
+from analysis.table import TASK_PREFIX, AnalysisError, load_results, task_name
+
+DEFAULT_BACKBONE = "bart-base"
+
+
+def write_report(study_dir: str | Path, backbone: str | None = None, png: bool = True) -> Path:
+    """Analyse `<study_dir>`'s results table and write `<study_dir>/report/`; returns the report.md path.
+
+    Writes frontier.html (+ .png when an exporter works), frontier_<task>.html per task, hypervolume.html,
+    trials.csv, front.csv, best_per_variant.csv, hypervolume.csv and report.md. Raises AnalysisError when the
+    table is missing, empty or lacks a required column; every lesser gap is reported in report.md.
+    """
+    return _write(Path(study_dir), backbone, png)[0]
+
+
+def _write(study_dir: Path, backbone: str | None, png: bool) -> tuple[Path, FrontierResult]:
+    """`write_report`, also returning the analysis for the CLI's summary."""
+    results = load_results(study_dir)
+    backbone, source = (backbone, "--backbone") if backbone else _study_backbone(study_dir)
+    backbone = resolve_backbone(backbone)
+    result = frontier(results)
+    history = hypervolume_history(results)
+    out = study_dir / "report"
+    out.mkdir(exist_ok=True)
+    figures = {
+        out / "frontier": frontier_figure(result),
+        **{out / f"frontier_{task_name(c)}": frontier_figure(result, c) for c in result.tasks},
+        out / "hypervolume": hypervolume_figure({study_dir.resolve().name: history}, result.reference),
+    }
+    result.warnings.extend(save_figures(figures, png))
+    for name, table in {"trials": result.trials, "front": result.front, "best_per_variant": result.best_per_variant,
+                        "hypervolume": history}.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+    report = out / "report.md"
+    sections = [
+        _header(study_dir, result, f"{backbone} ({source})"),
+        _frontier_section(result, out),
+        _hypervolume_section(result, history, out),
+        _best_section(result),
+        _per_task_section(result),
+        _paper_section(result, backbone),
+    ]
+    report.write_text("\n\n".join(sections) + "\n")
+    return report, result
+
+
+def summary_lines(result: FrontierResult) -> list[str]:
+    """A few lines on the study: trials by status, compute, the front and its hypervolume."""
+    trials = result.trials
+    counts = ", ".join(f"{n} {s}" for s, n in trials["status"].value_counts().items())
+    lines = [f"trials: {len(trials)} ({counts}); full-fidelity: {int(trials['full_fidelity'].sum())} trials in "
+             f"{len(result.aggregated)} configurations (seeds averaged)"]
+    wall = trials["wall_time_s"].astype(float)
+    if wall.notna().any():
+        pruned = wall[trials["status"] == "pruned"].sum()
+        lines.append(f"compute: {wall.sum() / 3600:.2f} h of trial wall time, {pruned / 3600:.2f} h of it in pruned "
+                     "trials")
+    front = ", ".join(f"{r.variant} ({getattr(r, result.params_col):.3g} %)" for r in result.front.itertuples())
+    lines.append(f"frontier: {front or 'empty: no completed full-fidelity trial with a score'}")
+    lines.append(f"hypervolume: {result.hypervolume:,.1f} (reference {_reference(result)})")
+    return lines
+
+
+def _study_backbone(study_dir: Path) -> tuple[str, str]:
+    """The backbone named in study.json, else the default, with where it came from."""
+    path = study_dir / "study.json"
+    if not path.exists():
+        return DEFAULT_BACKBONE, "default"
+    try:
+        backbone = json.loads(path.read_text()).get("backbone")
+    except (ValueError, AttributeError) as err:
+        raise AnalysisError(f"cannot read {path}: {err}") from None
+    return (backbone, "study.json") if backbone else (DEFAULT_BACKBONE, "default: study.json names no backbone")
+
+
+def _reference(result: FrontierResult) -> str:
+    return f"{result.params_col} = {result.reference[0]:g}, {result.score_col} = {result.reference[1]:g}"
+
+
+def _header(study_dir: Path, result: FrontierResult, backbone: str) -> str:
+    lines = [f"# Study report: {study_dir.resolve().name}", "", f"Paper table for comparison: {backbone}.", "",
+             "## Summary", "", *(f"- {line}" for line in summary_lines(result))]
+    if result.warnings:
+        lines += ["", "## Warnings", "", *(f"- {w}" for w in result.warnings)]
+    return "\n".join(lines)
+
+
+def _frontier_section(result: FrontierResult, out: Path) -> str:
+    """The front with the params budget each front configuration wins, and the plot."""
+    front, x = result.front, result.params_col
+    upper = [*front[x].iloc[1:], result.reference[0]]
+    table = _score_table(front, result).assign(**{
+        "wins for budgets (%)": [f"[{_num(p)}, {_num(u)})" for p, u in zip(front[x], upper)],
+        "trials": front["trial_ids"]})
+    return "\n".join([
+        "## Efficiency-effectiveness frontier", "",
+        "Full-fidelity configurations (completed at fidelity 1, seeds averaged) that no other configuration beats "
+        "on both trainable params and average score; pruned trials have low-fidelity scores only and never enter. "
+        "Each front configuration is the best choice for a params budget from its own params up to the next one's.",
+        "", _images(out, "frontier"), "", _markdown(table),
+    ])
+
+
+def _hypervolume_section(result: FrontierResult, history: pd.DataFrame, out: Path) -> str:
+    if history["full_fidelity"].any():
+        top = history.loc[history["hypervolume"].idxmax()]  # the first trial that reached the final value
+        when = (f"reached its final {top['hypervolume']:,.1f} after {top['n_finished']} of {len(history)} finished "
+                f"trials ({top['compute_s'] / 3600:.2f} h of compute)")
+    else:
+        when = "stays 0: no trial reached full fidelity"
+    return "\n".join([
+        "## Hypervolume", "",
+        f"Hypervolume of the front: **{result.hypervolume:,.1f}**, reference point ({_reference(result)}): the area "
+        "of the (params %, score) plane that the front dominates inside params <= 100 % (full fine-tuning) and "
+        f"score >= 0. Over the study, counting every seed as its own point, it {when}.", "",
+        _images(out, "hypervolume"),
+    ])
+
+
+def _best_section(result: FrontierResult) -> str:
+    best = result.best_per_variant
+    table = _score_table(best, result).assign(config=best["config"].map(lambda c: f"`{c}`"))
+    return "\n".join(["## Best configuration per variant", "",
+                      "The full-fidelity configuration with the highest mean score over seeds.", "", _markdown(table)])
+
+
+def _per_task_section(result: FrontierResult) -> str:
+    lines = ["## Per-task frontiers", ""]
+    for task, front in result.per_task.items():
+        col = f"{TASK_PREFIX}{task}"
+        points = ", ".join(f"{r['variant']} ({r[result.params_col]:.3g} %, {r[col]:.2f})" for _, r in front.iterrows())
+        lines.append(f"- **{task}**: {points or 'empty'} ([plot](frontier_{task}.html))")
+    return "\n".join(lines if result.per_task else [*lines, "No per-task score columns."])
+
+
+def _paper_section(result: FrontierResult, backbone: str) -> str:
+    """Our best configuration per variant beside the paper's Table 2, then the shape: ranks and budget winners."""
+    paper = paper_table(backbone)
+    ours = result.best_per_variant.set_index("variant")
+    return "\n".join([
+        f"## Beside the paper (Table 2, VL-{backbone.split('-')[0].upper()}, {backbone})", "",
+        "Paper: test scores on VQA / GQA / NLVR2 / COCO captioning (CIDEr). Ours: validation scores of the best "
+        "configuration per variant in this study. On the embedded synthetic benchmark the absolute numbers (and the "
+        "params % of a small model) differ from the paper's, so compare the *shape*: which variants rank where by "
+        "score and by params, and which variant wins under each params budget.", "",
+        "Cells are paper / ours.", "",
+        _markdown(_side_by_side(paper, ours, result)), "",
+        "### Ranks (1 = best score, fewest params), over the variants in both", "",
+        *_ranks(paper, ours, result), "",
+        "### Best variant under each params budget (the paper's Params % values)", "",
+        "Each table in its own Params %: the highest-scoring variant with params <= the budget.", "",
+        _markdown(_budgets(paper, result)), "",
+        f"Hypervolume of the paper's (Params %, Avg) front with the same reference: "
+        f"{hypervolume_2d(paper['params_pct'], paper['avg'], *result.reference):,.1f}; ours: "
+        f"{result.hypervolume:,.1f}.",
+    ])
+
+
+def _side_by_side(paper: pd.DataFrame, ours: pd.DataFrame, result: FrontierResult) -> pd.DataFrame:
+    ours_cols = {"params_pct": result.params_col, **{t: f"{TASK_PREFIX}{t}" for t in TASKS}, "avg": result.score_col}
+    rows = paper.set_index("variant").reindex([*paper["variant"], *sorted(set(ours.index) - set(paper["variant"]))])
+    mine = ours.reindex(rows.index)
+    table = {"method": rows["method"].fillna(rows.index.to_series()), "variant": rows.index}
+    names = {"params_pct": "Params %", **TASKS, "avg": "Avg"}
+    for col, our_col in ours_cols.items():
+        values = mine[our_col] if our_col in mine else [np.nan] * len(rows)
+        table[names[col]] = [f"{_num(p)} / {_num(o)}" for p, o in zip(rows[col], values)]
+    return pd.DataFrame(table)
+
+
+def _ranks(paper: pd.DataFrame, ours: pd.DataFrame, result: FrontierResult) -> list[str]:
+    both = [v for v in paper["variant"] if v in ours.index]
+    if len(both) < 2:
+        return ["Fewer than two of the paper's variants have a full-fidelity result: no ranking to compare."]
+    p = paper.set_index("variant").loc[both]
+    o = ours.loc[both]
+    ranks = pd.DataFrame({
+        "variant": both,
+        "score rank paper": p["avg"].rank(ascending=False, method="min").astype(int),
+        "score rank ours": o[result.score_col].rank(ascending=False, method="min").astype(int),
+        "params rank paper": p["params_pct"].rank(method="min").astype(int),
+        "params rank ours": o[result.params_col].rank(method="min").astype(int),
+    }, index=both)
+    # Spearman = Pearson correlation of the ranks (pandas' own spearman needs scipy)
+    rho = {k: ranks[f"{k} rank paper"].corr(ranks[f"{k} rank ours"]) for k in ("score", "params")}
+    return [_markdown(ranks), "", "Spearman rank correlation, paper vs ours: "
+            f"by score {_num(rho['score'])}, by params {_num(rho['params'])}."]
+
+
+def _budgets(paper: pd.DataFrame, result: FrontierResult) -> pd.DataFrame:
+    agg = result.aggregated.dropna(subset=[result.score_col])
+    rows = []
+    for budget in sorted(paper["params_pct"].unique()):
+        theirs = _winner(paper, "params_pct", "avg", budget)
+        mine = _winner(agg, result.params_col, result.score_col, budget)
+        rows.append({
+            "budget (Params %)": f"<= {budget:g}",
+            "paper winner": f"{theirs['variant']} ({theirs['avg']:.2f})",
+            "our winner": "—" if mine is None else f"{mine['variant']} ({mine[result.score_col]:.2f})",
+            "same": "—" if mine is None else "yes" if mine["variant"] == theirs["variant"] else "no",
+        })
+    return pd.DataFrame(rows)
+
+
+def _winner(table: pd.DataFrame, params: str, score: str, budget: float) -> pd.Series | None:
+    """The highest-scoring row with params <= budget, or None."""
+    within = table[table[params] <= budget]
+    return None if within.empty else within.loc[within[score].idxmax()]
+
+
+def _score_table(rows: pd.DataFrame, result: FrontierResult) -> pd.DataFrame:
+    """variant, params %, params, mean ± std of the score and the mean of each task."""
+    y = result.score_col
+    return pd.DataFrame({
+        "variant": rows["variant"],
+        "params %": rows[result.params_col].map(_num),
+        "params": rows["params"].map(lambda p: "—" if pd.isna(p) else f"{p:,.0f}"),
+        y: [mean_std(m, s, n) for m, s, n in zip(rows[y], rows[f"{y}_std"], rows["n_seeds"])],
+        **{task_name(c): rows[c].map(_num) for c in result.tasks},
+    })
+
+
+def _images(out: Path, stem: str) -> str:
+    png = f"![{stem}]({stem}.png)\n\n" if (out / f"{stem}.png").exists() else ""
+    return f"{png}Interactive: [{stem}.html]({stem}.html)"
+
+
+def _num(x: float) -> str:
+    return "—" if pd.isna(x) else f"{x:.2f}" if abs(x) >= 1 else f"{x:.3g}"
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    """A GitHub markdown table of already formatted cells (pandas' to_markdown needs tabulate)."""
+    if df.empty:
+        return "_none_"
+    cells = df.astype(str).map(lambda s: s.replace("|", "\\|").replace("\n", " "))
+    lines = [list(map(str, df.columns)), ["---"] * len(df.columns), *cells.to_numpy().tolist()]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
+    parser.add_argument("study_dir", type=Path)
+    parser.add_argument("--backbone", help="paper table: bart-base or t5-base (default: study.json, else bart-base)")
+    parser.add_argument("--no-png", action="store_true", help="skip the static PNG export")
+    args = parser.parse_args(argv)
+    try:
+        report, result = _write(args.study_dir, args.backbone, png=not args.no_png)
+    except AnalysisError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {report}")
+    for line in summary_lines(result) + [f"warning: {w}" for w in result.warnings]:
+        print(f"  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

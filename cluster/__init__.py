@@ -1,0 +1,1 @@
+"""Cluster launch configs (Ray cluster launcher YAMLs, KubeRay manifests) and their offline validator."""

@@ -1,0 +1,253 @@
+"""The analysis package: Pareto fronts, hypervolume, seed aggregation, plots and the study report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analysis
+from analysis import AnalysisError, frontier, hypervolume_2d, hypervolume_history, load_results, pareto_front
+from analysis import plots
+from analysis.report import main, write_report
+
+NAN = float("nan")
+
+
+def trial_rows(trial_id: str, variant: str, pct: float, score: float, status: str = "completed", seed: int = 0,
+               epochs: int | None = None, max_epochs: int = 3, wall: float = 100.0, **config) -> list[dict]:
+    """One trial's reports, one per epoch: the score climbs to `score` at the last epoch reached
+    (every epoch for "completed", one for anything else unless `epochs` says otherwise)."""
+    epochs = epochs or (max_epochs if status == "completed" else 1)
+    cfg = json.dumps({"seed": seed, "variant": variant, **config})
+    return [{
+        "trial_id": trial_id, "variant": variant, "method": variant.split("-")[0], "seed": seed, "config": cfg,
+        "epoch": e, "max_epochs": max_epochs, "fidelity": e / max_epochs,
+        "status": status if e == epochs else "running",
+        "params": int(pct * 1e6), "total_params": 100_000_000, "params_pct": pct,
+        "score": score - (epochs - e), "score_vqa": score + 1 - (epochs - e), "score_gqa": score - 1 - (epochs - e),
+        "wall_time_s": wall * e, "checkpoint_path": "",
+    } for e in range(1, epochs + 1)]
+
+
+def study(*trials: dict) -> pd.DataFrame:
+    """A results table from trial specs (keyword arguments of `trial_rows`)."""
+    return pd.DataFrame([row for spec in trials for row in trial_rows(**spec)])
+
+
+def sample_study() -> pd.DataFrame:
+    """Four variants, two seeds of one VL-PET config, a pruned trial with the best score, a failed trial."""
+    return study(
+        {"trial_id": "t0", "variant": "full", "pct": 100.0, "score": 77.0},
+        {"trial_id": "t1", "variant": "bitfit", "pct": 1.21, "score": 65.0},
+        {"trial_id": "t2", "variant": "vlpet-large", "pct": 4.16, "score": 79.0, "seed": 0, "lr": 1e-3},
+        {"trial_id": "t3", "variant": "lora", "pct": 5.93, "score": 76.0},
+        {"trial_id": "t4", "variant": "prompt", "pct": 2.0, "score": 99.0, "status": "pruned"},
+        {"trial_id": "t5", "variant": "vlpet-large", "pct": 4.16, "score": 78.0, "seed": 1, "lr": 1e-3},
+        {"trial_id": "t6", "variant": "adapter", "pct": 4.18, "score": NAN, "status": "failed"},
+    )
+
+
+def dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    return a[0] <= b[0] and a[1] >= b[1] and (a[0] < b[0] or a[1] > b[1])
+
+
+# ---------------------------------------------------------------- Pareto front
+
+
+@pytest.mark.parametrize("points, expected", [
+    ([(1, 1), (2, 2), (2, 1), (3, 3), (3, 2.5)], [1, 1, 0, 1, 0]),
+    ([(1, 5), (1, 4)], [1, 0]),  # same params: the higher score wins
+    ([(1, 5), (2, 5)], [1, 0]),  # same score: fewer params wins
+    ([(1, 5), (1, 5), (2, 6)], [1, 1, 1]),  # exact duplicates of a front point both stay on the front
+    ([(1, 5), (2, 4), (2, 4)], [1, 0, 0]),  # ... and duplicates of a dominated point both stay off
+    ([(3, 7)], [1]),  # a single point
+    ([(1, 10), (2, 9), (3, 8), (5, 1), (1, 9.5)], [1, 0, 0, 0, 0]),  # all dominated but one
+    ([(1, NAN), (2, 3), (NAN, 9)], [0, 1, 0]),  # NaN is never on the front and dominates nothing
+    ([(1, NAN)], [0]),
+])
+def test_pareto_front_hand_made(points, expected):
+    params, scores = zip(*points)
+    assert pareto_front(params, scores).tolist() == [bool(e) for e in expected]
+
+
+def test_pareto_front_empty_and_matches_brute_force():
+    assert pareto_front([], []).tolist() == []
+    rng = np.random.default_rng(0)
+    pts = rng.integers(0, 6, size=(200, 2)).astype(float)  # small integers: many ties and duplicates
+    brute = [not any(dominates(q, p) for q in pts) for p in pts]
+    assert pareto_front(pts[:, 0], pts[:, 1]).tolist() == brute
+
+
+# ---------------------------------------------------------------- hypervolume
+
+
+def test_hypervolume_hand_computed():
+    # Front (1,5), (2,8), (4,9), ref (10, 0): strips (2-1)*5 + (4-2)*8 + (10-4)*9 = 5 + 16 + 54 = 75.
+    assert hypervolume_2d([1, 2, 4], [5, 8, 9], 10, 0) == pytest.approx(75)
+    # A dominated point (3,7), a duplicate (2,8), NaN, and points outside the box (12,20), (5,-1) change nothing.
+    assert hypervolume_2d([1, 2, 4, 3, 2, 6, 12, 5], [5, 8, 9, 7, 8, NAN, 20, -1], 10, 0) == pytest.approx(75)
+    # ref (4, 2): (2-1)*(5-2) + (4-2)*(8-2) = 3 + 12 = 15.
+    assert hypervolume_2d([1, 2], [5, 8], 4, 2) == pytest.approx(15)
+    # One point at the default reference (100 %, 0): (100-4.16)*79.18 = 95.84*79.18 = 7588.6112.
+    assert hypervolume_2d([4.16], [79.18], *analysis.DEFAULT_REFERENCE) == pytest.approx(7588.6112)
+    assert hypervolume_2d([], [], 10, 0) == 0.0
+
+
+def test_hypervolume_history_is_monotone_and_counts_pruned_compute():
+    hist = hypervolume_history(sample_study())
+    assert np.all(np.diff(hist["hypervolume"]) >= 0)
+    assert list(hist["trial_id"]) == [f"t{i}" for i in range(7)]
+    # every finished trial's final wall time: 5 completed (3 epochs x 100 s), pruned and failed 1 epoch each
+    assert hist["compute_s"].iloc[-1] == pytest.approx(5 * 300 + 100 + 100)
+    assert hist.loc[hist["trial_id"] == "t4", "full_fidelity"].item() is False
+    # seeds are separate points in the history: t2 (79) is the vlpet-large point, t5 (78) adds nothing
+    expected = hypervolume_2d([100, 1.21, 4.16, 5.93, 4.16], [77, 65, 79, 76, 78], 100, 0)
+    assert hist["hypervolume"].iloc[-1] == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- frontier
+
+
+def test_pruned_and_unfinished_trials_never_on_the_front():
+    res = frontier(sample_study())
+    trials = res.trials.set_index("trial_id")
+    assert trials.loc["t4", "score"] == 99.0 and not trials.loc["t4", "full_fidelity"]
+    assert not trials.loc["t4", "on_front"] and "prompt" not in set(res.front["variant"])
+    assert list(res.front["variant"]) == ["bitfit", "vlpet-large"]
+    assert trials["on_front"].sum() == 2  # t1 and t2 (t5 is a worse seed of t2's configuration)
+    running = study({"trial_id": "r", "variant": "lora", "pct": 0.1, "score": 99, "status": "running", "epochs": 3})
+    assert not frontier(pd.concat([sample_study(), running])).trials.set_index("trial_id").loc["r", "on_front"]
+
+
+def test_seeds_are_aggregated_by_config_without_seed():
+    res = frontier(sample_study())
+    row = res.aggregated.set_index("variant").loc["vlpet-large"]
+    assert row["n_seeds"] == 2 and row["seeds"] == "0, 1" and row["trial_ids"] == "t2, t5"
+    assert row["score"] == pytest.approx(78.5)
+    assert row["score_std"] == pytest.approx(np.std([79, 78], ddof=1))
+    assert row["score_vqa"] == pytest.approx(79.5) and row["config"] == '{"lr": 0.001, "variant": "vlpet-large"}'
+    best = res.best_per_variant.set_index("variant")
+    assert best.loc["vlpet-large", "score"] == pytest.approx(78.5) and "adapter" not in best.index
+    assert res.hypervolume == pytest.approx(hypervolume_2d([100, 1.21, 4.16, 5.93], [77, 65, 78.5, 76], 100, 0))
+    assert set(res.per_task) == {"vqa", "gqa"} and list(res.per_task["vqa"]["variant"]) == ["bitfit", "vlpet-large"]
+    # a different learning rate is a different configuration
+    other = study({"trial_id": "t7", "variant": "vlpet-large", "pct": 4.16, "score": 70.0, "seed": 2, "lr": 1e-4})
+    assert len(frontier(pd.concat([sample_study(), other])).aggregated.query("variant == 'vlpet-large'")) == 2
+
+
+def test_nan_scores_are_left_out_and_reported():
+    df = pd.concat([sample_study(), study({"trial_id": "n", "variant": "lora", "pct": 0.5, "score": NAN, "seed": 1})])
+    res = frontier(df)  # n is a second seed of t3's configuration
+    assert res.aggregated.set_index("variant").loc["lora", "trial_ids"] == "t3"
+    assert not res.trials.set_index("trial_id").loc["n", "on_front"]
+    assert any("1 completed full-fidelity trial(s) have a NaN `score`" in w and w.endswith(": n") for w in res.warnings)
+    assert any("1 trial(s) failed" in w for w in res.warnings)
+
+
+def test_missing_and_derivable_columns():
+    with pytest.raises(AnalysisError, match="`score`"):
+        frontier(sample_study().drop(columns="score"))
+    with pytest.raises(AnalysisError, match="empty"):
+        frontier(sample_study().iloc[:0])
+    res = frontier(sample_study().drop(columns=["params_pct", "config", "wall_time_s"]))
+    assert res.front["params_pct"].tolist() == pytest.approx([1.21, 4.16])
+    assert any("derived from `params` and `total_params`" in w for w in res.warnings)
+    assert any("no `config` column" in w for w in res.warnings)
+    assert (res.aggregated["n_seeds"] == 1).all()  # without configs, seeds cannot be matched
+
+
+def test_load_results_errors(tmp_path):
+    assert issubclass(AnalysisError, ValueError)
+    with pytest.raises(AnalysisError, match="study directory not found"):
+        load_results(tmp_path / "nope")
+    with pytest.raises(AnalysisError, match="results.parquet"):
+        load_results(tmp_path)
+    sample_study().iloc[:0].to_parquet(tmp_path / "results.parquet")
+    with pytest.raises(AnalysisError, match="is empty"):
+        load_results(tmp_path)
+    (tmp_path / "results.parquet").unlink()
+    sample_study().to_csv(tmp_path / "results.csv", index=False)
+    assert len(load_results(tmp_path)) == len(sample_study())
+
+
+# ---------------------------------------------------------------- report and plots
+
+
+def test_report_renders_from_a_stored_table(tmp_path):
+    sample_study().to_parquet(tmp_path / "results.parquet")
+    report = write_report(tmp_path, png=False)
+    text = report.read_text()
+    out = tmp_path / "report"
+    for name in ("frontier.html", "frontier_vqa.html", "frontier_gqa.html", "hypervolume.html", "trials.csv",
+                 "front.csv", "best_per_variant.csv"):
+        assert (out / name).exists(), name
+    assert "plotly" in (out / "frontier.html").read_text().lower() and (out / "plotly.min.js").exists()
+    front = text.split("## Efficiency-effectiveness frontier")[1].split("## Hypervolume")[0]
+    assert "| bitfit |" in front and "| vlpet-large |" in front and "lora" not in front
+    assert "78.50 ± 0.71 (2 seeds)" in text
+    assert "VL-PET-large" in text and "79.18" in text and "Table 2, VL-BART" in text  # the paper's table
+    assert "Spearman" in text and "<= 4.16" in text
+    assert "1 trial(s) failed" in text and "12 pruned" not in text
+    assert list(pd.read_csv(out / "front.csv")["variant"]) == ["bitfit", "vlpet-large"]
+
+
+def test_report_backbone_from_study_json(tmp_path):
+    sample_study().to_parquet(tmp_path / "results.parquet")
+    (tmp_path / "study.json").write_text(json.dumps({"backbone": "t5-base"}))
+    text = write_report(tmp_path, png=False).read_text()
+    assert "Table 2, VL-T5" in text and "79.52" in text and "(study.json)" in text
+
+
+def test_report_when_every_trial_failed(tmp_path):
+    df = study(*({"trial_id": f"f{i}", "variant": "lora", "pct": 5.93, "score": NAN, "status": "failed"}
+                 for i in range(3)))
+    df["error"] = "Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory"
+    df.to_csv(tmp_path / "results.csv", index=False)
+    text = write_report(tmp_path, png=False).read_text()
+    assert "no completed full-fidelity trials; 3 failed: RuntimeError: CUDA out of memory" in text
+    assert "frontier: empty" in text and (tmp_path / "report" / "frontier.html").exists()
+
+
+def test_cli(tmp_path, capsys):
+    assert main([str(tmp_path / "nope"), "--no-png"]) == 2
+    assert "study directory not found" in capsys.readouterr().err
+    assert main([str(tmp_path), "--no-png"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "results.parquet" in err
+    sample_study().drop(columns="status").to_parquet(tmp_path / "results.parquet")
+    assert main([str(tmp_path), "--no-png"]) == 2
+    assert "`status`" in capsys.readouterr().err
+    sample_study().to_parquet(tmp_path / "results.parquet")
+    assert main([str(tmp_path), "--no-png"]) == 0
+    out = capsys.readouterr().out
+    assert "report.md" in out and "frontier: bitfit (1.21 %), vlpet-large (4.16 %)" in out
+
+
+def test_cli_entry_point_exit_status(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "missing")],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 2 and run.stderr.startswith("error: study directory not found")
+
+
+def test_png_failure_is_a_warning_and_html_is_still_written(tmp_path, monkeypatch):
+    def no_browser(specs):
+        raise RuntimeError("Kaleido v1 and later requires Chrome to be installed.")
+
+    monkeypatch.setattr(plots, "_export_png", no_browser)
+    warnings = plots.save_figures({tmp_path / "frontier": plots.frontier_figure(frontier(sample_study()))})
+    assert (tmp_path / "frontier.html").exists() and not (tmp_path / "frontier.png").exists()
+    assert len(warnings) == 1 and "apt-get install -y chromium" in warnings[0]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="PNG export needs Chromium (apt-get install -y chromium)")
+def test_png_export(tmp_path):
+    assert plots.save_figures({tmp_path / "frontier": plots.frontier_figure(frontier(sample_study()))}) == []
+    data = (tmp_path / "frontier.png").read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000

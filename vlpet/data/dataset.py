@@ -1,0 +1,192 @@
+"""Datasets, collation and the paper's multi-task batching (spec 9).
+
+One DataLoader per task, each with its own (distributed) sampler and batch size; every epoch the
+multi-task loader shuffles a list holding each task name once per batch of that task and draws the
+next batch of that task at each step: every batch of every task is used exactly once per epoch, in
+a random interleaving, one task per optimizer step.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from transformers import PreTrainedTokenizerBase
+
+from vlpet.data.features import H5FeatureStore
+from vlpet.data.tasks import Example, Split, TaskSpec, get_task, load_examples
+from vlpet.errors import ConfigError
+from vlpet.models import VLInputs
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which tasks, where their data is, and how they are batched.
+
+    Attributes:
+        root: the datasets root (VL-Adapter layout, see README).
+        tasks: task names trained together.
+        batch_size: base batch size; each task scales it by its share (VQA 1, GQA 100/60, NLVR2
+            20/60, COCO 50/60), as the paper's code.
+        eval_batch_size: batch size for validation (defaults to batch_size).
+        max_train_examples / max_eval_examples: per-task caps (first N), for quick runs.
+        task_prompts: prefix each input with its task prompt (`--use_tasks_prompts`).
+        num_workers: DataLoader worker processes.
+    """
+
+    root: str = "datasets"
+    tasks: tuple[str, ...] = ("vqa", "gqa", "nlvr", "caption")
+    batch_size: int = 500
+    eval_batch_size: int | None = None
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    task_prompts: bool = True
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if not self.tasks:
+            raise ConfigError("data.tasks is empty; list at least one of vqa, gqa, nlvr, caption")
+        for name in self.tasks:
+            get_task(name)
+        for name in ("batch_size", "eval_batch_size", "max_train_examples", "max_eval_examples"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"data.{name}={value!r} must be a positive integer")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers={self.num_workers} must be >= 0")
+
+    def task_batch_size(self, task: TaskSpec, split: Split) -> int:
+        """The batch size of one task (the paper's per-task share of the base size)."""
+        base = self.batch_size if split == "train" else (self.eval_batch_size or self.batch_size)
+        return max(1, int(base * task.batch_scale))
+
+
+@dataclass
+class TaskBatch:
+    """A collated single-task batch."""
+
+    task: str
+    inputs: VLInputs
+    labels: torch.Tensor
+    weights: torch.Tensor
+    uids: list[str]
+    examples: list[Example] = field(repr=False)
+
+    def to(self, device: torch.device | str) -> TaskBatch:
+        """Move tensors to `device`."""
+        i = self.inputs
+        inputs = VLInputs(i.input_ids.to(device), i.attention_mask.to(device), i.vis_feats.to(device),
+                          None if i.boxes is None else i.boxes.to(device))
+        return TaskBatch(self.task, inputs, self.labels.to(device), self.weights.to(device), self.uids, self.examples)
+
+
+class TaskDataset(Dataset):
+    """Examples of one task with lazily read features. VQA/GQA targets are sampled per epoch with
+    probability ∝ score from a seed, so a run is reproducible."""
+
+    def __init__(self, task: TaskSpec, examples: list[Example], root: Path, feat_dim: int, seed: int = 0):
+        if not examples:
+            raise ConfigError(f"task {task.name!r}: no examples found under {root}; check data.root and the split files")
+        self.task, self.examples, self.seed, self.epoch = task, examples, seed, 0
+        self.stores = {d: H5FeatureStore(root / d, feat_dim) for d in {ex.feature_dir for ex in examples}}
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the target sampling of the next epoch."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> tuple[Example, np.ndarray, str, float]:
+        ex = self.examples[index]
+        feats = np.stack([self.stores[ex.feature_dir](img) for img in ex.images])
+        answers = list(ex.targets)
+        if len(answers) == 1:
+            target = answers[0]
+        else:
+            scores = np.array([ex.targets[a] for a in answers], dtype=np.float64)
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            target = answers[rng.choice(len(answers), p=scores / scores.sum())]
+        weight = ex.targets[target] if self.task.weighted else 1.0
+        return ex, feats, target, weight
+
+    def check_features(self) -> None:
+        """Check that every referenced image exists with the right shape (no data read)."""
+        for ex in self.examples:
+            for img in ex.images:
+                self.stores[ex.feature_dir].check(img)
+
+
+class Collator:
+    """Tokenises a list of items into a TaskBatch (prompt + text -> encoder, target -> labels)."""
+
+    def __init__(self, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, task_prompts: bool):
+        self.task, self.tokenizer, self.task_prompts = task, tokenizer, task_prompts
+
+    def source_text(self, ex: Example) -> str:
+        """The encoder input text of an example."""
+        return f"{self.task.prompt}{ex.text}" if self.task_prompts else ex.text
+
+    def __call__(self, items: list[tuple[Example, np.ndarray, str, float]]) -> TaskBatch:
+        examples = [it[0] for it in items]
+        source = self.tokenizer([self.source_text(ex) for ex in examples], padding=True, return_tensors="pt",
+                                truncation=self.task.max_source_len is not None, max_length=self.task.max_source_len)
+        target = self.tokenizer([it[2] for it in items], padding=True, truncation=True,
+                                max_length=self.task.max_target_len, return_tensors="pt")
+        labels = target.input_ids.masked_fill(target.attention_mask == 0, -100)
+        feats = torch.from_numpy(np.stack([it[1] for it in items]))
+        return TaskBatch(self.task.name, VLInputs(source.input_ids, source.attention_mask, feats), labels,
+                         torch.tensor([it[3] for it in items], dtype=torch.float32),
+                         [ex.uid for ex in examples], examples)
+
+
+def build_dataset(cfg: DataConfig, task: TaskSpec, split: Split, feat_dim: int, seed: int = 0) -> TaskDataset:
+    """The dataset of one task and split, capped by the config's example limits."""
+    examples = load_examples(task, cfg.root, split)
+    cap = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
+    return TaskDataset(task, examples[:cap] if cap else examples, Path(cfg.root), feat_dim, seed)
+
+
+def build_loader(cfg: DataConfig, dataset: TaskDataset, tokenizer: PreTrainedTokenizerBase, split: Split,
+                 rank: int = 0, world_size: int = 1, seed: int = 0) -> DataLoader:
+    """A DataLoader over one task's dataset; sharded by a DistributedSampler when world_size > 1."""
+    shuffle = split == "train"
+    if world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=cfg.task_batch_size(dataset.task, split), sampler=sampler,
+                      collate_fn=Collator(dataset.task, tokenizer, cfg.task_prompts), num_workers=cfg.num_workers)
+
+
+class MultitaskLoader:
+    """Yields single-task batches: every batch of every task once per epoch, tasks interleaved at random."""
+
+    def __init__(self, loaders: dict[str, DataLoader], seed: int = 0):
+        self.loaders, self.seed, self.epoch = loaders, seed, 0
+
+    def __len__(self) -> int:
+        return sum(len(loader) for loader in self.loaders.values())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle samplers, target sampling and the task order for `epoch`."""
+        self.epoch = epoch
+        for loader in self.loaders.values():
+            loader.dataset.set_epoch(epoch)
+            if isinstance(loader.sampler, DistributedSampler):
+                loader.sampler.set_epoch(epoch)
+            elif isinstance(loader.sampler, RandomSampler):
+                loader.sampler.generator.manual_seed(self.seed * 100_003 + epoch)
+
+    def __iter__(self) -> Iterator[TaskBatch]:
+        order = [name for name, loader in self.loaders.items() for _ in range(len(loader))]
+        random.Random(self.seed * 100_003 + self.epoch).shuffle(order)
+        iterators = {name: iter(loader) for name, loader in self.loaders.items()}
+        for name in order:
+            yield next(iterators[name])

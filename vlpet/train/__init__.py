@@ -1,0 +1,1 @@
+"""Training: run configs, the loop, evaluation, and the Ray Train wrapper."""

@@ -1,0 +1,99 @@
+"""Per-task decoding and scoring (spec 6.4, 8): greedy answers for VQA/GQA, true/false logits for
+NLVR2, beam search for captions; each task scored by its official metric, plus their average."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from vlpet.data import TaskBatch, TaskSpec, get_task
+from vlpet.errors import ConfigError
+from vlpet.metrics import cider, exact_match_accuracy, gqa_accuracy, vqa_accuracy
+from vlpet.models import VLModel
+
+METRICS = {"vqa_accuracy": vqa_accuracy, "gqa_accuracy": gqa_accuracy, "accuracy": exact_match_accuracy, "cider": cider}
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Generation settings. The paper: captions with 5 beams and max length 20 (spec 6.4); answers greedy.
+
+    no_repeat_ngram_size applies to captions only, as bart-base's hub generation config did.
+    """
+
+    num_beams: int = 5
+    caption_max_length: int = 20
+    answer_max_new_tokens: int = 10
+    no_repeat_ngram_size: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("num_beams", "caption_max_length", "answer_max_new_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"decode.{name}={getattr(self, name)!r} must be an integer >= 1")
+        if self.no_repeat_ngram_size < 0:
+            raise ConfigError(f"decode.no_repeat_ngram_size={self.no_repeat_ngram_size} must be >= 0")
+
+
+def _decoder_prefix(model: VLModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Decoder input that precedes the first answer token: the start token, plus <s> when targets carry it."""
+    start = model.backbone.config.decoder_start_token_id
+    first = tokenizer("x").input_ids[0]
+    return [start, first] if first == tokenizer.bos_token_id and tokenizer.bos_token_id is not None else [start]
+
+
+def predict(model: VLModel, batch: TaskBatch, task: TaskSpec, tokenizer: PreTrainedTokenizerBase,
+            decode: DecodeConfig = DecodeConfig()) -> list[str]:
+    """Predicted text of every example in `batch`."""
+    if task.decode == "true_false":
+        prefix = torch.tensor([_decoder_prefix(model, tokenizer)], device=batch.labels.device)
+        logits = model(batch.inputs, decoder_input_ids=prefix.expand(len(batch.uids), -1)).logits[:, -1]
+        true_id, false_id = (tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("true", "false"))
+        return ["true" if t > f else "false" for t, f in zip(logits[:, true_id].tolist(), logits[:, false_id].tolist())]
+    if task.decode == "beam":
+        kwargs: dict[str, Any] = dict(num_beams=decode.num_beams, max_length=decode.caption_max_length,
+                                      no_repeat_ngram_size=decode.no_repeat_ngram_size, early_stopping=True)
+    else:
+        kwargs = dict(num_beams=1, max_new_tokens=decode.answer_max_new_tokens, do_sample=False)
+    ids = model.generate(batch.inputs, **kwargs)
+    return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def references(task: TaskSpec, batch: TaskBatch) -> dict[str, Any]:
+    """What the task's metric compares predictions with, by example uid."""
+    return {ex.uid: ex.reference for ex in batch.examples}
+
+
+@torch.no_grad()
+def evaluate(model: VLModel, loaders: dict[str, DataLoader], tokenizer: PreTrainedTokenizerBase,
+             device: torch.device | str = "cpu", decode: DecodeConfig = DecodeConfig()) -> dict[str, float]:
+    """Score every task's loader; returns {task: score, ..., "avg": mean over tasks} (scores in %, CIDEr x100)."""
+    was_training = model.training
+    model.eval()
+    scores = {}
+    for name, loader in loaders.items():
+        task = get_task(name)
+        preds: dict[str, str] = {}
+        refs: dict[str, Any] = {}
+        for batch in loader:
+            batch = batch.to(device)
+            preds.update(zip(batch.uids, predict(model, batch, task, tokenizer, decode)))
+            refs.update(references(task, batch))
+        scores[name] = float(METRICS[task.metric](preds, refs))
+    model.train(was_training)
+    scores["avg"] = sum(scores.values()) / len(scores)
+    return scores
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, task: TaskSpec) -> torch.Tensor:
+    """Token cross-entropy reduced as the paper's code: per-example mean then batch mean (VQA weighted
+    by the sampled answer's score), or a plain mean over tokens for captions (spec 6.3)."""
+    per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100, reduction="none")
+    mask = labels.ne(-100)
+    if task.loss == "token":
+        return per_token.sum() / mask.sum().clamp(min=1)
+    per_example = per_token.sum(1) / mask.sum(1).clamp(min=1)
+    return (per_example * weights).mean() if task.weighted else per_example.mean()

@@ -1,0 +1,222 @@
+"""The training loop of one run (spec 2.5, 9), framework-neutral: Ray Train calls it on every worker
+(`vlpet.train.ray_trainer`); tests and benchmarks call it directly.
+
+Per step: one single-task batch, AdamW (eps 1e-6, wd 0.01), linear warm-up then decay, grad-norm
+clip, bf16 autocast on GPU. Per epoch: validation on rank 0 (every task's metric and their average),
+then a report with an adapter-only checkpoint plus the optimizer/scheduler/RNG state, so a restarted
+run continues at the next epoch exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from vlpet.checkpoint import load_adapter, save_adapter
+from vlpet.data import MultitaskLoader, build_dataset, build_loader, get_task
+from vlpet.methods import apply_method
+from vlpet.models import VLModel, build_vl_model
+from vlpet.params import param_report
+from vlpet.train.config import RunSpec
+from vlpet.train.evaluate import evaluate, task_loss
+
+STATE_FILE = "training_state.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite: the run stops with this reason instead of training on."""
+
+
+class Reporter(Protocol):
+    """Receives each epoch's metrics and the directory of its checkpoint (rank 0 only has one)."""
+
+    def __call__(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None: ...
+
+
+@dataclass
+class WorkerContext:
+    """Where this worker sits in a data-parallel group, and how to wrap its model (DDP)."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    prepare_model: Callable[[nn.Module], nn.Module] = lambda m: m
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (the paper seeds the same three)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(spec: RunSpec) -> VLModel:
+    """Backbone + method of a run, before any weights are loaded from a checkpoint."""
+    return apply_method(build_vl_model(spec.backbone), spec.method)
+
+
+def build_optimizer(model: nn.Module, spec: RunSpec, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the trainable parameters and the linear warm-up/decay schedule of the paper's code.
+
+    Weight decay skips names containing "bias" or "LayerNorm.weight", exactly as the code, so BART's
+    `*layer_norm.weight` still get decay (spec 11.6).
+    """
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if "bias" in name or "LayerNorm.weight" in name else decay).append(p)
+    t = spec.train
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, eps=t.adam_eps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
+    return optimizer, scheduler
+
+
+def _autocast(spec: RunSpec, device: torch.device) -> contextlib.AbstractContextManager:
+    use_bf16 = spec.train.precision == "bf16" or (spec.train.precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+
+def _all_reduce_sum(value: float, device: torch.device) -> float:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return float(t.item())
+
+
+def save_training_state(directory: Path, model: VLModel, optimizer: torch.optim.Optimizer, scheduler: Any,
+                        epoch: int, metrics: dict[str, Any]) -> None:
+    """Adapter-only weights + optimizer, scheduler and RNG state of a finished epoch."""
+    save_adapter(model, directory, metadata={"epoch": epoch, "metrics": metrics})
+    torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()[1],
+                "python_rng": list(random.getstate()[1])}, directory / STATE_FILE)
+
+
+def load_training_state(directory: Path, model: VLModel) -> dict[str, Any]:
+    """Load weights into `model` and return the saved state (read without unpickling code)."""
+    load_adapter(model, directory)
+    return torch.load(directory / STATE_FILE, weights_only=True)
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    np_state = np.random.get_state()
+    np.random.set_state((np_state[0], np.asarray(state["numpy_rng"], dtype=np.uint32), *np_state[2:]))
+    py_state = random.getstate()
+    random.setstate((py_state[0], tuple(state["python_rng"]), py_state[2]))
+
+
+def _log(rank: int, message: str) -> None:
+    if rank == 0:
+        print(message, file=sys.stdout, flush=True)
+
+
+def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None,
+                 ctx: WorkerContext | None = None) -> dict[str, Any]:
+    """Train `spec` from scratch or from `resume_dir`, reporting every epoch; returns the last metrics."""
+    ctx = ctx or WorkerContext()
+    seed_everything(spec.train.seed)
+    model = build_model(spec)
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise ValueError("backbone.tokenizer is required for training (a tokenizer directory or a pretrained model)")
+    state = load_training_state(resume_dir, model) if resume_dir else None
+    report_params = param_report(model)
+    model.to(ctx.device)
+    wrapped = ctx.prepare_model(model)
+
+    feat_dim = spec.backbone.feat_dim
+    train_loader = MultitaskLoader(
+        {name: build_loader(spec.data, build_dataset(spec.data, get_task(name), "train", feat_dim, spec.train.seed),
+                            tokenizer, "train", ctx.rank, ctx.world_size, spec.train.seed)
+         for name in spec.data.tasks}, seed=spec.train.seed)
+    val_loaders = {name: build_loader(spec.data, build_dataset(spec.data, get_task(name), "val", feat_dim), tokenizer, "val")
+                   for name in spec.data.tasks} if ctx.rank == 0 else {}
+    total_steps = len(train_loader) * spec.train.epochs
+    optimizer, scheduler = build_optimizer(wrapped, spec, total_steps)
+    start_epoch = 1
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state)
+        start_epoch = state["epoch"] + 1
+        _log(ctx.rank, f"resumed from {resume_dir} at epoch {start_epoch}")
+    _log(ctx.rank, f"training {spec.method.method} on {spec.backbone.name}: {report_params.trainable:,} trainable "
+                   f"({report_params.percent:.2f} %), {len(train_loader)} steps/epoch x {spec.train.epochs} epochs, "
+                   f"world size {ctx.world_size}")
+    metrics: dict[str, Any] = {}
+    run_start = time.perf_counter()
+    for epoch in range(start_epoch, spec.train.epochs + 1):
+        train_stats = _train_epoch(wrapped, train_loader, optimizer, scheduler, spec, ctx, epoch)
+        metrics = {"epoch": epoch, **train_stats, "params": report_params.trainable,
+                   "total_params": report_params.total, "params_pct": report_params.percent,
+                   "world_size": int(_all_reduce_sum(1.0, ctx.device))}
+        if ctx.rank == 0 and (epoch % spec.train.eval_every == 0 or epoch == spec.train.epochs):
+            eval_start = time.perf_counter()
+            scores = evaluate(model, val_loaders, tokenizer, ctx.device, spec.decode)
+            metrics.update({f"score_{k}": v for k, v in scores.items() if k != "avg"}, score=scores["avg"],
+                           eval_time_s=time.perf_counter() - eval_start)
+            _log(ctx.rank, f"[epoch {epoch}] " + "  ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+        metrics["run_time_s"] = time.perf_counter() - run_start
+        with tempfile.TemporaryDirectory(prefix="vlpet-ckpt-") as tmp:
+            checkpoint = None
+            if ctx.rank == 0:
+                checkpoint = Path(tmp)
+                save_training_state(checkpoint, model, optimizer, scheduler, epoch, metrics)
+            report(metrics, checkpoint)
+    return metrics
+
+
+def _train_epoch(model: nn.Module, loader: MultitaskLoader, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 spec: RunSpec, ctx: WorkerContext, epoch: int) -> dict[str, float]:
+    """One pass over every batch of every task; returns loss and throughput figures."""
+    model.train()
+    loader.set_epoch(epoch)
+    start, examples, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+    for step, batch in enumerate(loader, 1):
+        batch = batch.to(ctx.device)
+        with _autocast(spec, ctx.device):
+            logits = model(batch.inputs, labels=batch.labels).logits
+        loss = task_loss(logits, batch.labels, batch.weights, get_task(batch.task))
+        value = loss.item()
+        if not np.isfinite(value):
+            raise NonFiniteLossError(f"loss became {value} at epoch {epoch}, step {step} (task {batch.task}); "
+                                     f"lower train.lr (now {spec.train.lr}) or check the data")
+        loss.backward()
+        if spec.train.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], spec.train.clip_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        examples += len(batch.uids)
+        loss_sum += value
+        steps += 1
+        if step % spec.train.log_every == 0:
+            rate = examples / (time.perf_counter() - start)
+            _log(ctx.rank, f"[epoch {epoch}/{spec.train.epochs}] step {step}/{len(loader)} loss {loss_sum / steps:.4f} "
+                           f"lr {scheduler.get_last_lr()[0]:.2e} {rate:.1f} ex/s")
+    elapsed = time.perf_counter() - start
+    total_examples = _all_reduce_sum(examples, ctx.device)
+    return {"loss": loss_sum / max(steps, 1), "steps": steps, "train_time_s": elapsed,
+            "examples_per_s": total_examples / elapsed if elapsed > 0 else 0.0}
+
+
+def copy_checkpoint(source: Path, target: Path) -> Path:
+    """Copy a reported checkpoint directory (the temporary one is removed after the report)."""
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    return target

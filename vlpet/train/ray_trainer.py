@@ -1,0 +1,79 @@
+"""One run = one Ray Train `TorchTrainer` (Train V2): the same code on one CPU here and on many GPUs
+across nodes. Workers run `vlpet.train.loop.run_training`; DDP comes from `prepare_model`, data is
+sharded by a DistributedSampler per task, and every epoch's report carries an adapter-only
+checkpoint. A run re-created with the same name and storage path resumes from its latest checkpoint
+(Train V2 restores the run's checkpoint state from storage), and `FailureConfig` restarts a failed
+worker group from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+from ray.train import Checkpoint, FailureConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from vlpet.errors import ConfigError
+from vlpet.train.config import RunSpec, TrainConfig
+from vlpet.train.loop import WorkerContext, run_training
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Ray Train per-worker entry point: rebuild the spec, find rank and device, train, report."""
+    spec = RunSpec.from_dict(config["spec"])
+    context = ray.train.get_context()
+    world = context.get_world_size()
+    ctx = WorkerContext(rank=context.get_world_rank(), world_size=world, device=ray.train.torch.get_device(),
+                        prepare_model=ray.train.torch.prepare_model if world > 1 else (lambda m: m))
+
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        run_training(spec, report, None, ctx)
+        return
+    with checkpoint.as_directory() as resume_dir:
+        run_training(spec, report, Path(resume_dir), ctx)
+
+
+def check_resources(train: TrainConfig) -> None:
+    """Fail before any worker starts when the run asks for more GPUs or CPUs than the cluster has."""
+    available = ray.cluster_resources()
+    gpus = train.gpus_per_worker * train.num_workers
+    if gpus > available.get("GPU", 0):
+        raise ConfigError(f"train.gpus_per_worker={train.gpus_per_worker} x num_workers={train.num_workers} needs "
+                          f"{gpus:g} GPUs but the Ray cluster has {available.get('GPU', 0):g}; set "
+                          "train.gpus_per_worker: 0 to train on CPU, or connect to a GPU cluster (--address)")
+    cpus = train.cpus_per_worker * train.num_workers
+    if cpus > available.get("CPU", 0):
+        raise ConfigError(f"train.cpus_per_worker={train.cpus_per_worker} x num_workers={train.num_workers} needs "
+                          f"{cpus:g} CPUs but the Ray cluster has {available.get('CPU', 0):g}; lower them")
+
+
+def scaling_config(train: TrainConfig) -> ScalingConfig:
+    """Workers and their resources, from the run's config: GPUs only when it asks for them."""
+    use_gpu = train.gpus_per_worker > 0
+    resources = {"CPU": train.cpus_per_worker, **({"GPU": train.gpus_per_worker} if use_gpu else {})}
+    return ScalingConfig(num_workers=train.num_workers, use_gpu=use_gpu, resources_per_worker=resources)
+
+
+def make_trainer(spec: RunSpec, storage_path: str | Path, name: str, max_failures: int = 0,
+                 callbacks: list[Any] | None = None) -> TorchTrainer:
+    """A TorchTrainer for `spec`, persisting checkpoints under `storage_path/name` (keep 2 latest)."""
+    run_config = ray.train.RunConfig(
+        name=name, storage_path=str(storage_path), failure_config=FailureConfig(max_failures=max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), callbacks=callbacks or [])
+    return TorchTrainer(train_worker, train_loop_config={"spec": spec.to_dict()},
+                        scaling_config=scaling_config(spec.train), run_config=run_config)
+
+
+def fit_run(spec: RunSpec, storage_path: str | Path, name: str, max_failures: int = 0) -> ray.train.Result:
+    """Check resources, then train `spec` to completion (resuming `name` if it has checkpoints)."""
+    check_resources(spec.train)
+    return make_trainer(spec, storage_path, name, max_failures).fit()
