@@ -9,37 +9,12 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.table import AnalysisError
+from vlpet.paper import TABLE2 as _TABLE2
 
 # task column suffix in a results table -> the paper's column name
 TASKS = {"vqa": "VQA", "gqa": "GQA", "nlvr": "NLVR2", "caption": "COCO CIDEr"}
 COLUMNS = ["variant", "method", "params_pct", *TASKS, "avg"]
 
-_TABLE2 = {
-    "bart-base": [
-        ("full", "Full fine-tuning", 100.0, 66.88, 56.79, 73.66, 112.01, 77.33),
-        ("bitfit", "BitFit", 1.21, 52.94, 43.15, 52.29, 111.44, 64.96),
-        ("prompt", "Prompt tuning", 2.00, 44.12, 36.37, 51.34, 105.02, 59.21),
-        ("compacter", "Compacter", 2.70, 64.63, 52.70, 71.11, 114.69, 75.78),
-        ("hyperformer", "HyperFormer", 5.79, 64.62, 52.55, 70.74, 114.84, 75.69),
-        ("lora", "LoRA", 5.93, 65.15, 53.66, 72.58, 115.01, 76.60),
-        ("adapter", "VL-Adapter", 4.18, 65.76, 54.16, 73.19, 114.61, 76.93),
-        ("vlpet-small", "VL-PET-small", 2.98, 65.43, 54.03, 72.43, 120.68, 78.14),
-        ("vlpet-middlex", "VL-PET-middleX", 2.98, 65.54, 54.53, 72.66, 120.72, 78.37),
-        ("vlpet-middley", "VL-PET-middleY", 2.98, 65.36, 53.83, 73.43, 120.31, 78.23),
-        ("vlpet-large", "VL-PET-large", 4.16, 66.17, 55.11, 73.43, 122.03, 79.18),
-    ],
-    "t5-base": [
-        ("full", "Full fine-tuning", 100.0, 67.10, 56.30, 74.30, 112.20, 77.50),
-        ("bitfit", "BitFit", 0.83, 55.10, 45.50, 51.70, 101.20, 63.40),
-        ("prompt", "Prompt tuning", 1.26, 47.40, 40.60, 51.00, 96.10, 58.80),
-        ("lora", "LoRA", 7.54, 63.70, 53.30, 70.00, 110.30, 74.30),
-        ("adapter", "VL-Adapter", 7.98, 67.10, 56.00, 72.70, 111.80, 76.90),
-        ("vlpet-small", "VL-PET-small", 4.51, 65.88, 54.96, 72.64, 120.05, 78.38),
-        ("vlpet-middlex", "VL-PET-middleX", 4.50, 66.63, 55.87, 74.11, 120.41, 79.26),
-        ("vlpet-middley", "VL-PET-middleY", 4.50, 66.62, 55.87, 73.91, 120.26, 79.17),
-        ("vlpet-large", "VL-PET-large", 7.31, 66.95, 56.06, 73.42, 121.66, 79.52),
-    ],
-}
 BACKBONES = tuple(_TABLE2)
 
 

@@ -1,23 +1,84 @@
-"""Placeholder entry point until the study driver lands: a smoke run of every VL-PET variant on a tiny VL-BART."""
+"""The product's main job: efficiency-effectiveness frontiers of VL-PET and PET baselines.
+
+    python studies/frontier.py                                   # embedded default: CPU, minutes
+    python studies/frontier.py --config studies/configs/paper_bart_base.yaml --address auto
+
+Per variant, a Ray Tune study searched by multi-objective Optuna (max score, min trainable params)
+with ASHA early stopping; each trial is a Ray Train run. Ends by writing the frontier report.
+Outputs: <study-dir>/results.parquet|csv, optuna.db, report/ (frontier.html, report.md, ...).
+`--resume` continues a killed study with every finished result kept.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+from vlpet.errors import ConfigError  # noqa: E402
 
-from vlpet.methods import apply_method  # noqa: E402
-from vlpet.methods.variants import variant  # noqa: E402
-from vlpet.models import BackboneConfig, VLInputs, build_vl_model  # noqa: E402
-from vlpet.params import param_report  # noqa: E402
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags; each overrides the study config's value of the same name."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="study config YAML (default: studies/configs/embedded.yaml)")
+    p.add_argument("--address", help="existing Ray cluster: host:port, 'auto' or ray://; default: a local one")
+    p.add_argument("--study-dir", type=Path, help="where the study lives (default: runs/studies/<name>)")
+    p.add_argument("--storage-path", help="Tune/Train storage (default: <study-dir>/ray; s3:// or gs:// on clusters)")
+    p.add_argument("--resume", action="store_true", help="continue the study in --study-dir")
+    p.add_argument("--name", help="study name (study.name)")
+    p.add_argument("--variants", help="comma-separated variants (study.variants)")
+    p.add_argument("--trials", type=int, help="trials per variant (study.trials_per_variant)")
+    p.add_argument("--max-params", type=int, help="trainable-parameter budget (study.max_params)")
+    p.add_argument("--seeds", type=int, help="seeds per frontier point (study.seeds; the paper uses 3)")
+    p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray cluster")
+    p.add_argument("--no-report", action="store_true", help="skip the frontier report at the end")
+    return p.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace):
+    """The study config with command-line overrides, validated."""
+    from studies.study_config import DEFAULT_CONFIG, study_from_dict
+    from vlpet.train.config import load_yaml
+
+    data = load_yaml(args.config or DEFAULT_CONFIG)
+    study = dict(data.get("study") or {})
+    overrides = {"name": args.name, "trials_per_variant": args.trials, "max_params": args.max_params,
+                 "seeds": args.seeds, "variants": args.variants.split(",") if args.variants else None}
+    study.update({k: v for k, v in overrides.items() if v is not None})
+    return study_from_dict({**data, "study": study})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Validate everything, connect to Ray, run the study, write the report."""
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args)
+        study_dir = args.study_dir or Path("runs/studies") / cfg.settings.name
+        from studies.driver import check_study_dir
+        from studies.ray_cluster import check_address, connect
+
+        check_study_dir(study_dir.resolve(), args.resume)
+        if args.address:
+            check_address(args.address)
+        print(f"study {cfg.settings.name}: variants {', '.join(cfg.settings.variants)}; "
+              f"{cfg.settings.trials_per_variant} trials each; dir {study_dir}", flush=True)
+        connect(args.address, args.num_cpus)
+        from studies.driver import run_study
+
+        run_study(cfg, study_dir, args.storage_path, args.resume)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not args.no_report:
+        from analysis.report import write_report
+
+        report = write_report(study_dir, backbone=f"{cfg.family}-base")
+        print(f"frontier report: {report}")
+    return 0
+
 
 if __name__ == "__main__":
-    for name in ("vlpet-small", "vlpet-middlex", "vlpet-middley", "vlpet-large"):
-        model = apply_method(build_vl_model(BackboneConfig(arch="tiny-bart")), variant(name, rank=16, decoder_rank=16))
-        batch = VLInputs(torch.randint(3, 500, (2, 8)), torch.ones(2, 8, dtype=torch.long), torch.randn(2, 49, 2048))
-        loss = model(batch, labels=torch.randint(3, 500, (2, 4))).loss
-        loss.backward()
-        print(f"{name:<14} loss {loss.item():.3f}  trainable {param_report(model).percent:.2f} %")
+    sys.exit(main())

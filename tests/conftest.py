@@ -7,10 +7,20 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from pathlib import Path
+
 import pytest
 import torch
+from transformers import AutoTokenizer
 
+from vlpet.data import TASKS
+from vlpet.data.synthetic import SyntheticConfig, benchmark_texts, generate
+from vlpet.data.tokenizer import train_tokenizer
 from vlpet.models import BackboneConfig, VLInputs, build_vl_model
+
+# A small embedded benchmark with 16-d features: every task and split, generated in about a second.
+SMALL = SyntheticConfig(feat_dim=16, coco_train=12, coco_eval=4, vg_images=8, gqa_testdev=4, nlvr_images=10,
+                        nlvr_pairs=(16, 6, 6), questions_per_image=2)
 
 FEAT_DIM = 24
 
@@ -41,3 +51,21 @@ def tiny_batch(n_img: int = 2, seed: int = 0) -> tuple[VLInputs, torch.Tensor]:
 @pytest.fixture(params=["bart", "t5"])
 def family(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def bench(tmp_path_factory) -> Path:
+    """The SMALL benchmark, generated once per test session."""
+    return generate(tmp_path_factory.mktemp("bench"), SMALL)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(bench) -> Path:
+    """A BART-style tokenizer trained on the SMALL benchmark's text."""
+    train_tokenizer(benchmark_texts(bench) + [t.prompt for t in TASKS.values()], "bart", bench / "tok", vocab_size=300)
+    return bench / "tok"
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    return AutoTokenizer.from_pretrained(tokenizer_dir)

@@ -13,7 +13,7 @@ from vlpet import params
 from vlpet.checkpoint import WEIGHTS, load_adapter, load_pet_model, save_adapter
 from vlpet.errors import ConfigError
 from vlpet.methods import apply_method, method_from_dict
-from vlpet.methods.variants import PAPER_PARAMS_PERCENT
+from vlpet.methods.variants import PAPER_PARAMS_PERCENT, VARIANTS
 
 # Closed-form trainable counts of spec section 5 (arithmetic from the paper's code).
 SPEC_TRAINABLE = {
@@ -26,7 +26,12 @@ SPEC_TRAINABLE = {
 }
 
 
-@pytest.mark.parametrize("arch, name", sorted(PAPER_PARAMS_PERCENT))
+# The T5-base baseline rows are the LST paper's numbers, not reproducible by counting (spec 5).
+REPRODUCED = sorted(k for k in PAPER_PARAMS_PERCENT if k[1] in VARIANTS["bart"]
+                    and (k[0] == "bart-base" or k[1].startswith("vlpet") or k[1] == "full"))
+
+
+@pytest.mark.parametrize("arch, name", REPRODUCED)
 def test_params_percent_reproduces_the_paper(arch, name):
     rep = params.variant_report(arch, name)
     assert round(rep.percent, 2) == PAPER_PARAMS_PERCENT[(arch, name)]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vlpet.errors import ConfigError
-from vlpet.methods import apply_method
+from vlpet.methods import MethodConfig, apply_method
 from vlpet.methods.variants import PAPER_PARAMS_PERCENT, VARIANTS, variant
 from vlpet.models import BackboneConfig, build_vl_model
 from vlpet.models.backbones import PRESETS
@@ -76,12 +76,17 @@ def param_report(model: nn.Module) -> ParamReport:
     return ParamReport(trainable, total, {k: (t, n) for k, (t, n) in groups.items()})
 
 
-def variant_report(arch: str, name: str, feat_dim: int = 2048) -> ParamReport:
-    """Report for a paper variant on a size preset, built on the meta device (no memory, no download)."""
+def config_report(backbone: BackboneConfig, method: MethodConfig) -> ParamReport:
+    """Report for a backbone + method config, built on the meta device: no weights read, no memory,
+    so a study knows a configuration's size before spending any compute on it."""
     with torch.device("meta"):
-        model = build_vl_model(BackboneConfig(arch=arch, feat_dim=feat_dim))
-        apply_method(model, variant(name, model.family))
+        model = apply_method(build_vl_model(backbone, load_weights=False), method)
     return param_report(model)
+
+
+def variant_report(arch: str, name: str, feat_dim: int = 2048) -> ParamReport:
+    """Report for a paper variant on a size preset."""
+    return config_report(BackboneConfig(arch=arch, feat_dim=feat_dim), variant(name, PRESETS[arch][0]))
 
 
 def paper_table(arch: str, feat_dim: int = 2048) -> str:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from transformers import PreTrainedTokenizerBase
 
 from vlpet.data.features import H5FeatureStore
+from vlpet.data.synthetic import SyntheticConfig, ensure_benchmark
 from vlpet.data.tasks import Example, Split, TaskSpec, get_task, load_examples
 from vlpet.errors import ConfigError
 from vlpet.models import VLInputs
@@ -37,6 +38,8 @@ class DataConfig:
         max_train_examples / max_eval_examples: per-task caps (first N), for quick runs.
         task_prompts: prefix each input with its task prompt (`--use_tasks_prompts`).
         num_workers: DataLoader worker processes.
+        synthetic: `root` holds the embedded synthetic benchmark; it is generated there (deterministically)
+            when missing, by whichever process needs it first.
     """
 
     root: str = "datasets"
@@ -47,6 +50,7 @@ class DataConfig:
     max_eval_examples: int | None = None
     task_prompts: bool = True
     num_workers: int = 0
+    synthetic: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -148,6 +152,8 @@ class Collator:
 
 def build_dataset(cfg: DataConfig, task: TaskSpec, split: Split, feat_dim: int, seed: int = 0) -> TaskDataset:
     """The dataset of one task and split, capped by the config's example limits."""
+    if cfg.synthetic:
+        ensure_benchmark(cfg.root, SyntheticConfig(feat_dim=feat_dim))
     examples = load_examples(task, cfg.root, split)
     cap = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
     return TaskDataset(task, examples[:cap] if cap else examples, Path(cfg.root), feat_dim, seed)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ SHAPES = ("circle", "square", "triangle", "star", "cross")
 SLOTS = [(r, c) for r in (0, 3, 6) for c in (0, 3, 6)]
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 STAMP = "embedded_benchmark.json"
+VERSION = 2  # bump when the generator's output changes, so cached benchmarks are rewritten
 
 
 @dataclass(frozen=True)
@@ -211,13 +214,17 @@ def generate(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> Path
     for name, count in zip(("train", "valid", "test"), cfg.nlvr_pairs):
         entries = []
         for i in range(count):
-            left, right = rng.sample(ids, 2)
-            sent, truth = nlvr_statement(rng, pool[left], pool[right])
+            want = rng.random() < 0.5  # balanced labels: redraw until the statement has the wanted truth
+            for _ in range(50):
+                left, right = rng.sample(ids, 2)
+                sent, truth = nlvr_statement(rng, pool[left], pool[right])
+                if truth == want:
+                    break
             entries.append({"identifier": f"{name}-{i}-0-0", "img0": left, "img1": right, "label": int(truth),
                             "sent": sent, "uid": f"{name}-{i}"})
         _dump(root / "nlvr" / f"{name}.json", entries)
 
-    _dump(root / STAMP, asdict(cfg))
+    _dump(root / STAMP, {**asdict(cfg), "version": VERSION})
     return root
 
 
@@ -239,9 +246,26 @@ def benchmark_texts(root: str | Path) -> list[str]:
 
 
 def ensure_benchmark(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
-    """Generate the benchmark under `root` unless the same configuration is already there."""
+    """Generate the benchmark under `root` unless the same configuration is already there.
+
+    Safe when several processes call it at once (Ray workers on one node): each writes into its own
+    temporary directory and the first atomic rename wins.
+    """
     root = Path(root)
-    stamp = root / STAMP
-    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(asdict(cfg))):
+    if _current(root, cfg):
         return root
-    return generate(root, cfg)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    generate(tmp, cfg)
+    if root.exists() and not _current(root, cfg):
+        shutil.rmtree(root, ignore_errors=True)  # an older or different benchmark
+    try:
+        tmp.rename(root)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _current(root: Path, cfg: SyntheticConfig) -> bool:
+    stamp = root / STAMP
+    return stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps({**asdict(cfg), "version": VERSION}))

@@ -7,6 +7,7 @@ from typing import Any
 
 from vlpet.errors import unknown
 from vlpet.methods.base import MethodConfig, method_from_dict
+from vlpet.paper import TABLE2
 
 _BART: dict[str, dict[str, Any]] = {
     "full": {"method": "full"},
@@ -23,13 +24,8 @@ _BART: dict[str, dict[str, Any]] = {
 _T5 = {**_BART, **{name: {**cfg, "rank": 192, "scale": 0.3} for name, cfg in _BART.items() if name.startswith("vlpet")}}
 VARIANTS = {"bart": _BART, "t5": _T5}
 
-PAPER_PARAMS_PERCENT: dict[tuple[str, str], float] = {
-    **{("bart-base", k): v for k, v in {
-        "full": 100.0, "bitfit": 1.21, "prompt": 2.00, "compacter": 2.70, "lora": 5.93, "adapter": 4.18,
-        "vlpet-small": 2.98, "vlpet-middlex": 2.98, "vlpet-middley": 2.98, "vlpet-large": 4.16}.items()},
-    **{("t5-base", k): v for k, v in {
-        "full": 100.0, "vlpet-small": 4.51, "vlpet-middlex": 4.50, "vlpet-middley": 4.50, "vlpet-large": 7.31}.items()},
-}
+# The paper's Params (%) per (backbone preset, variant).
+PAPER_PARAMS_PERCENT = {(backbone, row[0]): row[2] for backbone, rows in TABLE2.items() for row in rows}
 
 
 def variant(name: str, family: str = "bart", **overrides: Any) -> MethodConfig:

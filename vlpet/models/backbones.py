@@ -43,6 +43,10 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
                                max_position_embeddings=1024, vocab_size=50265 + 200)),
     "t5-base": ("t5", dict(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_heads=12, vocab_size=32200)),
 }
+# `pretrained: embedded` names the tiny VL-BART shipped with the package: VL-pretrained on the
+# synthetic world by `python -m vlpet.data.pretrain` (see that module), with its tokenizer.
+EMBEDDED = "embedded"
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny-vl-bart"
 CONFIG_CLASSES = {"bart": (BartConfig, BartForConditionalGeneration), "t5": (T5Config, T5ForConditionalGeneration)}
 
 
@@ -53,8 +57,9 @@ class BackboneConfig:
     Attributes:
         arch: a size preset (tiny-bart, tiny-t5, bart-base, t5-base), built from config with random
             weights. Ignored when `pretrained` is set.
-        pretrained: a local directory saved with `save_pretrained`, or a hub name (needs internet or
-            the HF cache). The family (bart / t5) is read from its config.
+        pretrained: a local directory saved with `save_pretrained`, a hub name (needs internet or
+            the HF cache), or "embedded" (the tiny VL-BART shipped with the package). The family
+            (bart / t5) is read from its config.
         tokenizer: a tokenizer directory; defaults to `pretrained`. Presets need none.
         vocab_size: override the preset's vocabulary size (e.g. to a local tokenizer's length).
         feat_dim: dimension of the visual features (2048 for CLIP RN101 grids, 512 for CLIP-ViT frames).
@@ -90,11 +95,16 @@ class BackboneConfig:
             raise ConfigError(f"backbone.dropout={self.dropout} must be in [0, 1)")
 
     @property
+    def pretrained_path(self) -> str | None:
+        """Where to load pretrained weights from (`embedded` resolved to the packaged directory)."""
+        return str(EMBEDDED_DIR) if self.pretrained == EMBEDDED else self.pretrained
+
+    @property
     def family(self) -> str:
         """'bart' or 't5'."""
         if self.pretrained is None:
             return PRESETS[self.arch][0]
-        return _pretrained_config(self.pretrained).model_type
+        return _pretrained_config(self.pretrained_path).model_type
 
     @property
     def name(self) -> str:
@@ -143,7 +153,7 @@ def _pretrained_config(name: str) -> Any:
 
 def load_tokenizer(cfg: BackboneConfig) -> PreTrainedTokenizerBase | None:
     """The tokenizer named by the config (with the VL special tokens added), or None for a bare preset."""
-    source = cfg.tokenizer or cfg.pretrained
+    source = cfg.tokenizer or cfg.pretrained_path
     if source is None:
         return None
     tokenizer = _load(AutoTokenizer, "tokenizer" if cfg.tokenizer else "pretrained", source)
@@ -160,10 +170,18 @@ def _set_dropout(config: Any, family: str, p: float) -> None:
         config.dropout_rate = p
 
 
-def build_hf_model(cfg: BackboneConfig, vocab_size: int | None = None) -> PreTrainedModel:
-    """The HF encoder-decoder for `cfg`; `vocab_size` (the tokenizer's length) resizes the embeddings."""
+def build_hf_model(cfg: BackboneConfig, vocab_size: int | None = None, load_weights: bool = True) -> PreTrainedModel:
+    """The HF encoder-decoder for `cfg`; `vocab_size` (the tokenizer's length) resizes the embeddings.
+
+    `load_weights=False` builds a pretrained backbone's architecture without reading its weights
+    (for counting parameters on the meta device).
+    """
+    if cfg.pretrained is not None and not load_weights:
+        config = _pretrained_config(cfg.pretrained_path)
+        config.vocab_size = vocab_size or config.vocab_size
+        return CONFIG_CLASSES[config.model_type][1](config)
     if cfg.pretrained is not None:
-        model = _load(AutoModelForSeq2SeqLM, "pretrained", cfg.pretrained)
+        model = _load(AutoModelForSeq2SeqLM, "pretrained", cfg.pretrained_path)
         _set_dropout(model.config, model.config.model_type, cfg.dropout)
         for module in model.modules():  # dropout probabilities are copied into modules at build time
             if isinstance(module, torch.nn.Dropout):

@@ -230,11 +230,13 @@ def _load_visual(model: VLModel, directory: Path) -> None:
     model.visual_embedding.load_state_dict(tensors)
 
 
-def build_vl_model(cfg: BackboneConfig) -> VLModel:
+def build_vl_model(cfg: BackboneConfig, load_weights: bool = True) -> VLModel:
     """Build VL-BART / VL-T5 from a backbone config: tokenizer (if any), HF model, visual embedding
-    (loaded too when a VL-pretrained directory carries one)."""
+    (loaded too when a VL-pretrained directory carries one). `load_weights=False` gives the
+    architecture only, e.g. under `torch.device("meta")` to count parameters."""
     tokenizer = load_tokenizer(cfg)
-    model = VLModel(build_hf_model(cfg, len(tokenizer) if tokenizer is not None else None), cfg, tokenizer)
-    if cfg.pretrained is not None and Path(cfg.pretrained).expanduser().is_dir():
-        _load_visual(model, Path(cfg.pretrained).expanduser())
+    hf_model = build_hf_model(cfg, len(tokenizer) if tokenizer is not None else None, load_weights)
+    model = VLModel(hf_model, cfg, tokenizer)
+    if load_weights and cfg.pretrained is not None and Path(cfg.pretrained_path).expanduser().is_dir():
+        _load_visual(model, Path(cfg.pretrained_path).expanduser())
     return model

@@ -103,7 +103,7 @@ def save_training_state(directory: Path, model: VLModel, optimizer: torch.optim.
     """Adapter-only weights + optimizer, scheduler and RNG state of a finished epoch."""
     save_adapter(model, directory, metadata={"epoch": epoch, "metrics": metrics})
     torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()[1],
+                "torch_rng": torch.get_rng_state(), "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
                 "python_rng": list(random.getstate()[1])}, directory / STATE_FILE)
 
 
@@ -116,7 +116,7 @@ def load_training_state(directory: Path, model: VLModel) -> dict[str, Any]:
 def _restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch_rng"])
     np_state = np.random.get_state()
-    np.random.set_state((np_state[0], np.asarray(state["numpy_rng"], dtype=np.uint32), *np_state[2:]))
+    np.random.set_state((np_state[0], state["numpy_rng"].numpy().astype(np.uint32), *np_state[2:]))
     py_state = random.getstate()
     random.setstate((py_state[0], tuple(state["python_rng"]), py_state[2]))
 
@@ -163,7 +163,7 @@ def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None
     run_start = time.perf_counter()
     for epoch in range(start_epoch, spec.train.epochs + 1):
         train_stats = _train_epoch(wrapped, train_loader, optimizer, scheduler, spec, ctx, epoch)
-        metrics = {"epoch": epoch, **train_stats, "params": report_params.trainable,
+        metrics = {"epoch": epoch, "max_epochs": spec.train.epochs, "fidelity": epoch / spec.train.epochs, **train_stats, "params": report_params.trainable,
                    "total_params": report_params.total, "params_pct": report_params.percent,
                    "world_size": int(_all_reduce_sum(1.0, ctx.device))}
         if ctx.rank == 0 and (epoch % spec.train.eval_every == 0 or epoch == spec.train.epochs):

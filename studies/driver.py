@@ -1,0 +1,321 @@
+"""The study driver: per variant, a Ray Tune study searched by multi-objective Optuna (maximise the
+average validation score, minimise trainable parameters) with ASHA early stopping; every trial is a
+Ray Train `TorchTrainer` run (Train V2: the trial function builds and fits the trainer).
+
+Fidelity: a trial stopped early by ASHA has only a low-fidelity score. It is told to Optuna as
+PRUNED (never as a finished point) and kept in the results table with its fidelity, so the frontier
+is built from full-fidelity runs only. Off-the-shelf OptunaSearch would tell its last score as if
+the run had finished; `FidelityAwareOptunaSearch` fixes that.
+
+Persistence: the results table (Parquet, written atomically after every report), the Optuna study
+(SQLite or PostgreSQL), Tune's experiment state and Train's checkpoints all live under the study
+directory, so a killed driver resumes (`--resume`) with every finished result kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from studies.search_space import sample
+from studies.study_config import StudyConfig, study_from_dict
+from vlpet.errors import ConfigError
+from vlpet.methods.variants import VARIANTS
+from vlpet.train.ray_trainer import check_resources, make_trainer
+
+OBJECTIVES = (["score", "params"], ["max", "min"])
+SKIPPED = "skipped_budget"
+RESULTS = "results.parquet"
+
+
+# ----------------------------------------------------------------------------------------- trials
+def trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """{variant, params[, seed]} of a trial: search trials carry it flat, seed re-runs under "run"."""
+    return config["run"] if "run" in config else config
+
+
+def run_trial(config: dict[str, Any], study: dict[str, Any], train_storage: str) -> None:
+    """Tune trial: build the trial's run, skip it if over the parameter budget, else fit a TorchTrainer
+    whose per-epoch reports reach Tune through TuneReportCallback. A retried trial (same trial id)
+    resumes its TorchTrainer from the latest checkpoint."""
+    config = trial_config(config)
+    cfg = study_from_dict(study)
+    spec = cfg.trial_spec(config["variant"], config["params"], config.get("seed"))
+    report = cfg.params_of(spec)
+    budget = cfg.settings.max_params
+    if budget is not None and report.trainable > budget:
+        tune.report({"status": SKIPPED, "epoch": 0, "fidelity": 0.0, "score": 0.0, "params": report.trainable,
+                     "total_params": report.total, "params_pct": report.percent})
+        return
+    trial_id = tune.get_context().get_trial_id()
+    make_trainer(spec, train_storage, f"trial_{trial_id}", callbacks=[TuneReportCallback()]).fit()
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial directories (Tune's default name embeds every parameter)."""
+    return f"trial_{trial.trial_id}"
+
+
+class FidelityAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about early stopping and failures: a trial that did
+    not reach full fidelity is PRUNED, a failed or over-budget trial FAILED, and a trial already
+    finished in the Optuna storage (e.g. told before a driver crash) is never told again."""
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
+        if stored.state.is_finished():
+            self._completed_trials.add(trial_id)
+            return
+        values, state = None, optuna.trial.TrialState.FAIL
+        if not error and result and result.get("status") != SKIPPED:
+            if result.get("fidelity", 0.0) >= 1.0 and np.isfinite(result.get("score", np.nan)):
+                values, state = [result["score"], result["params"]], optuna.trial.TrialState.COMPLETE
+            else:
+                state = optuna.trial.TrialState.PRUNED
+        self._ot_study.tell(ot_trial, values, state=state)
+        self._completed_trials.add(trial_id)
+
+
+class VariantSpace:
+    """The Optuna define-by-run space of one variant (picklable, so Tune can checkpoint the searcher):
+    returns the clean parameters under 'params'."""
+
+    def __init__(self, variant_name: str, space: dict[str, Any]):
+        self.variant_name, self.space = variant_name, space
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        return {"variant": self.variant_name, "params": sample(self.space, trial)}
+
+
+# ------------------------------------------------------------------------------------ results table
+class ResultsTable(tune.Callback):
+    """One row per (trial, epoch) report, rewritten atomically after every report; the final row of a
+    trial carries its final status (completed / pruned / failed / skipped_budget)."""
+
+    def __init__(self, study_dir: Path, phase: str, gpus_per_trial: float, default_seed: int, log: bool = True):
+        self.path = study_dir / RESULTS
+        self.phase, self.gpus_per_trial, self.default_seed, self.log = phase, gpus_per_trial, default_seed, log
+        self.rows: dict[tuple[str, int], dict[str, Any]] = {}
+        if self.path.is_file():
+            for row in pd.read_parquet(self.path).to_dict("records"):
+                self.rows[(row["trial_id"], int(row["epoch"]))] = row
+
+    def _row(self, trial: Any, result: dict[str, Any]) -> dict[str, Any]:
+        cfg = trial_config(trial.config)
+        method = VARIANTS["bart"][cfg["variant"]]["method"]  # variant names map to the same method in both families
+        row = {"trial_id": trial.trial_id, "phase": self.phase, "variant": cfg["variant"], "method": method,
+               "seed": cfg.get("seed", self.default_seed), "config": json.dumps(cfg["params"], sort_keys=True),
+               "status": result.get("status", "running"), "error": ""}
+        keys = ("epoch", "max_epochs", "fidelity", "params", "total_params", "params_pct", "score", "loss",
+                "examples_per_s", "world_size")
+        row.update({k: result.get(k) for k in keys})
+        row.update({k: v for k, v in result.items() if k.startswith("score_")})
+        row["wall_time_s"] = result.get("run_time_s", result.get("time_total_s"))
+        row["checkpoint_path"] = result.get("checkpoint_path", "")
+        return row
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
+        row = self._row(trial, result)
+        self.rows[(row["trial_id"], int(row["epoch"] or 0))] = row
+        self.write()
+        if self.log and row["status"] != SKIPPED:
+            print(f"[{row['variant']}] trial {trial.trial_id} epoch {row['epoch']}/{row['max_epochs']} "
+                  f"score {row['score']:.2f} params {row['params_pct']:.2f} %", flush=True)
+
+    def _finish(self, trial: Any, status: str, error: str = "") -> None:
+        rows = [r for (tid, _), r in self.rows.items() if tid == trial.trial_id]
+        if not rows:  # failed before its first report
+            rows = [self._row(trial, {"epoch": 0, "fidelity": 0.0})]
+            self.rows[(trial.trial_id, 0)] = rows[0]
+        last = max(rows, key=lambda r: r["epoch"] or 0)
+        if last["status"] != SKIPPED:
+            last["status"] = status if status != "completed" or (last["fidelity"] or 0) >= 1 else "pruned"
+        last["error"] = error
+        self.write()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, "completed")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = ""
+        if trial.error_file and Path(trial.error_file).is_file():
+            error = Path(trial.error_file).read_text().strip().splitlines()[-1][:500]
+        self._finish(trial, "failed", error)
+
+    def frame(self) -> pd.DataFrame:
+        """The table as a DataFrame (one row per trial and epoch)."""
+        return pd.DataFrame(list(self.rows.values()))
+
+    def write(self) -> None:
+        """Atomically replace the Parquet file (temp file + rename): a crash never leaves half a table."""
+        tmp = self.path.with_suffix(".parquet.tmp")
+        self.frame().to_parquet(tmp, index=False)
+        os.replace(tmp, self.path)
+
+    def device_hours(self) -> float:
+        """Sum over trials of wall time x devices (GPUs, or workers on CPU runs), in hours."""
+        last: dict[str, float] = {}
+        for (tid, _), row in self.rows.items():
+            last[tid] = max(last.get(tid, 0.0), float(row.get("wall_time_s") or 0.0))
+        return sum(last.values()) * self.gpus_per_trial / 3600
+
+
+class DeviceHoursStopper(tune.Stopper):
+    """Stops the whole study once the device-hour budget (`study.gpu_hours`) is spent."""
+
+    def __init__(self, table: ResultsTable, budget_hours: float | None):
+        self.table, self.budget = table, budget_hours
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.budget is not None and self.table.device_hours() >= self.budget
+
+
+# ------------------------------------------------------------------------------------------ study
+def optuna_storage(cfg: StudyConfig, study_dir: Path) -> optuna.storages.BaseStorage:
+    """The Optuna RDB storage: the configured URL, else a SQLite file in the study directory."""
+    url = cfg.settings.optuna_storage or f"sqlite:///{study_dir / 'optuna.db'}"
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as err:  # SQLAlchemy raises many kinds for a bad URL
+        raise ConfigError(f"study.optuna_storage={url!r}: cannot open ({type(err).__name__}: {err})") from None
+
+
+def _devices_per_trial(cfg: StudyConfig) -> float:
+    t = cfg.run.train
+    return t.num_workers * max(t.gpus_per_worker, 1.0)
+
+
+def _tuner(cfg: StudyConfig, study_dir: Path, storage_path: str, name: str, trainable: Any,
+           tune_config: tune.TuneConfig | None, param_space: dict | None, table: ResultsTable,
+           resume: bool) -> tune.Tuner:
+    run_config = tune.RunConfig(
+        name=name, storage_path=storage_path, callbacks=[table], stop=DeviceHoursStopper(table, cfg.settings.gpu_hours),
+        failure_config=tune.FailureConfig(max_failures=cfg.settings.max_failures), verbose=0)
+    path = f"{storage_path.rstrip('/')}/{name}"
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(trainable, tune_config=tune_config, param_space=param_space, run_config=run_config)
+
+
+def search_variant(cfg: StudyConfig, variant_name: str, study_dir: Path, storage_path: str, trainable: Any,
+                   table: ResultsTable, num_samples: int, resume: bool) -> None:
+    """Run (or resume) the Optuna + ASHA search of one variant."""
+    s = cfg.settings
+    searcher = FidelityAwareOptunaSearch(
+        space=VariantSpace(variant_name, cfg.space(variant_name)), metric=OBJECTIVES[0], mode=OBJECTIVES[1],
+        study_name=f"{s.name}-{variant_name}", storage=optuna_storage(cfg, study_dir),
+        sampler=optuna.samplers.TPESampler(seed=s.sampler_seed, n_startup_trials=max(2, num_samples // 3)))
+    scheduler = (ASHAScheduler(metric="score", mode="max", time_attr="epoch", max_t=cfg.run.train.epochs,
+                               grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+                 if s.asha else FIFOScheduler())
+    tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, s.max_concurrent_trials), scheduler=scheduler,
+                                  num_samples=num_samples, time_budget_s=s.time_budget_s,
+                                  trial_dirname_creator=trial_dirname)
+    _tuner(cfg, study_dir, storage_path, variant_name, trainable, tune_config, None, table, resume).fit()
+
+
+def frontier_configs(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The (variant, params) of every full-fidelity search trial on the Pareto front."""
+    from analysis.pareto import pareto_front
+
+    search = table[table["phase"] == "search"]
+    final = search.sort_values("epoch").groupby("trial_id").tail(1)
+    done = final[(final["status"] == "completed") & (final["fidelity"] >= 1)]
+    if done.empty:
+        return []
+    on_front = pareto_front(done["params"].to_numpy(float), done["score"].to_numpy(float))
+    return [{"variant": r["variant"], "params": json.loads(r["config"]), "seed": int(r["seed"])}
+            for _, r in done[on_front].iterrows()]
+
+
+def run_seeds(cfg: StudyConfig, study_dir: Path, storage_path: str, trainable: Any, table: ResultsTable,
+              resume: bool) -> None:
+    """Re-run every frontier configuration with the extra seeds (`study.seeds` in all), full fidelity."""
+    points = frontier_configs(table.frame())
+    base = cfg.run.train.seed
+    runs = [{**p, "seed": base + k} for p in points for k in range(1, cfg.settings.seeds)]
+    if not runs:
+        return
+    print(f"re-running {len(points)} frontier configurations with {cfg.settings.seeds - 1} extra seed(s)", flush=True)
+    tune_config = tune.TuneConfig(max_concurrent_trials=cfg.settings.max_concurrent_trials,
+                                  trial_dirname_creator=trial_dirname)
+    _tuner(cfg, study_dir, storage_path, "seeds", trainable, tune_config, {"run": tune.grid_search(runs)},
+           table, resume).fit()
+
+
+def check_study_dir(study_dir: Path, resume: bool, min_free_mb: int = 200) -> None:
+    """The study directory must be new (or resumed), writable, and on a disk with room."""
+    if resume and not (study_dir / "study.json").is_file():
+        raise ConfigError(f"--resume: {study_dir} holds no study (no study.json); run without --resume to start it")
+    if not resume and (study_dir / RESULTS).is_file():
+        raise ConfigError(f"{study_dir} already holds a study; pass --resume to continue it or choose another --name")
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        probe = study_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"study directory {study_dir} is not writable ({err.strerror}); choose --study-dir") from None
+    free_mb = shutil.disk_usage(study_dir).free / 2**20
+    if free_mb < min_free_mb:
+        raise ConfigError(f"study directory {study_dir}: only {free_mb:.0f} MB free, need >= {min_free_mb} MB")
+
+
+def run_study(cfg: StudyConfig, study_dir: Path, storage_path: str | None = None, resume: bool = False) -> pd.DataFrame:
+    """Search every variant, re-run the frontier with extra seeds, and return the results table.
+
+    Expects Ray to be initialised (see studies.ray_cluster.connect).
+    """
+    study_dir = study_dir.resolve()
+    check_study_dir(study_dir, resume)
+    check_resources(cfg.run.train)
+    storage_path = storage_path or str(study_dir / "ray")
+    (study_dir / "study.json").write_text(json.dumps({**cfg.to_dict(), "backbone": f"{cfg.family}-base"}, indent=2))
+    study = cfg.to_dict()
+    train_storage = f"{storage_path.rstrip('/')}/train"
+    # the trial driver only waits on its TorchTrainer: no CPU, a token of memory (Ray refuses empty bundles)
+    resources = tune.PlacementGroupFactory([{"CPU": 0, "memory": 2**20}])
+    trainable = tune.with_resources(tune.with_parameters(run_trial, study=study, train_storage=train_storage),
+                                    resources)
+    table = ResultsTable(study_dir, "search", _devices_per_trial(cfg), cfg.run.train.seed)
+    start = time.perf_counter()
+    remaining = cfg.settings.max_trials
+    for variant_name in cfg.settings.variants:
+        num = cfg.settings.trials_per_variant if remaining is None else min(cfg.settings.trials_per_variant, remaining)
+        if num <= 0:
+            break
+        print(f"== {variant_name}: {num} trials (Optuna multi-objective TPE{' + ASHA' if cfg.settings.asha else ''})",
+              flush=True)
+        search_variant(cfg, variant_name, study_dir, storage_path, trainable, table, num, resume)
+        remaining = None if remaining is None else remaining - num
+        if DeviceHoursStopper(table, cfg.settings.gpu_hours).stop_all():
+            print("device-hour budget spent: stopping the study", flush=True)
+            break
+    if cfg.settings.seeds > 1:
+        table.phase = "seeds"
+        run_seeds(cfg, study_dir, storage_path, trainable, table, resume)
+    frame = table.frame()
+    frame.to_csv(study_dir / "results.csv", index=False)
+    print(f"study {cfg.settings.name}: {frame['trial_id'].nunique()} trials in {time.perf_counter() - start:.0f} s; "
+          f"results in {study_dir / RESULTS}", flush=True)
+    return frame
+

@@ -1,0 +1,138 @@
+"""Search spaces per PET method, declared in one place and overridable from a study YAML.
+
+A space maps a method field (or `lr`, the learning rate) to a distribution. Sampling is
+define-by-run (Optuna), so conditional parameters stay valid: VL-PET's `n_heads` is drawn only from
+the values that divide the sampled rank, and ranks above the backbone's d_model are dropped.
+
+YAML forms: `{choice: [8, 16, 32]}`, `{uniform: [0.3, 1.0]}`, `{loguniform: [1e-4, 3e-3]}`,
+`{int: [1, 8]}`, `{intlog: [4, 128]}`, or a plain value to fix the parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from vlpet.errors import ConfigError, closest
+from vlpet.methods import METHODS
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a list of values (categorical)."""
+
+    values: tuple[Any, ...]
+
+    def sample(self, trial: Any, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.values))
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A float in [low, high], log-uniform when `log`."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def sample(self, trial: Any, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An int in [low, high], log-scaled when `log`."""
+
+    low: int
+    high: int
+    log: bool = False
+
+    def sample(self, trial: Any, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, log=self.log)
+
+
+Dist = Choice | FloatRange | IntRange
+LR = "lr"
+
+# Ranges around the paper's settings (spec 3-4): r = 96 (BART) / 192 (T5), N_h = 4, s = 1 / 0.3,
+# lr 1e-3 (BART PET) / 3e-4 (T5) / 1e-4 (full fine-tuning).
+DEFAULT_SPACES: dict[str, dict[str, Dist]] = {
+    "vlpet": {"rank": Choice((8, 16, 32, 48, 64, 96, 128, 192)), "n_heads": Choice((1, 2, 4, 8)),
+              "scale": FloatRange(0.25, 1.0), LR: FloatRange(1e-4, 3e-3, log=True)},
+    "adapter": {"reduction_factor": Choice((2, 4, 8, 16, 32)), LR: FloatRange(1e-4, 3e-3, log=True)},
+    "compacter": {"reduction_factor": Choice((4, 8, 16)), "hypercomplex_division": Choice((2, 4)),
+                  LR: FloatRange(1e-4, 3e-3, log=True)},
+    "lora": {"rank": Choice((4, 8, 16, 32, 64, 128)), LR: FloatRange(1e-4, 3e-3, log=True)},
+    "prompt": {"length": Choice((10, 20, 40, 80)), LR: FloatRange(1e-4, 3e-3, log=True)},
+    "bitfit": {LR: FloatRange(1e-4, 3e-3, log=True)},
+    "full": {LR: FloatRange(1e-5, 1e-3, log=True)},
+}
+
+# Fields whose value must not exceed the backbone's hidden size.
+RANK_FIELDS = ("rank", "decoder_rank", "gate_rank")
+
+
+def parse_dist(value: Any, where: str) -> Dist:
+    """A distribution from its YAML form, validated (non-empty choices, low < high, log bounds > 0)."""
+    if not isinstance(value, dict):
+        return Choice((value,))
+    if len(value) != 1:
+        raise ConfigError(f"{where}: give exactly one of choice, uniform, loguniform, int, intlog; got {sorted(value)}")
+    (kind, args), = value.items()
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise ConfigError(f"{where}.choice must be a non-empty list")
+        return Choice(tuple(args))
+    if kind not in ("uniform", "loguniform", "int", "intlog"):
+        raise ConfigError(f"{where}: unknown distribution {kind!r}{closest(kind, ('choice', 'uniform', 'loguniform', 'int', 'intlog'))}")
+    if not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)):
+        raise ConfigError(f"{where}.{kind} must be [low, high]")
+    low, high = args
+    if not low < high:
+        raise ConfigError(f"{where}.{kind}=[{low}, {high}] is empty or inverted; need low < high")
+    log = kind in ("loguniform", "intlog")
+    if log and low <= 0:
+        raise ConfigError(f"{where}.{kind} needs low > 0 on a log scale, got {low}")
+    if kind.startswith("int"):
+        if not (float(low).is_integer() and float(high).is_integer()):
+            raise ConfigError(f"{where}.{kind} bounds must be integers")
+        return IntRange(int(low), int(high), log)
+    return FloatRange(float(low), float(high), log)
+
+
+def space_for(method: str, overrides: dict[str, Any] | None, d_model: int) -> dict[str, Dist]:
+    """The method's default space with the YAML overrides applied, checked against its config fields
+    and pruned of ranks above `d_model`."""
+    valid = {f.name for f in fields(METHODS[method])} | {LR}
+    space = dict(DEFAULT_SPACES[method])
+    for key, value in (overrides or {}).items():
+        if key not in valid:
+            raise ConfigError(f"search.{method}.{key} is not a parameter of {method}{closest(key, valid)}; "
+                              f"valid: {', '.join(sorted(valid))}")
+        space[key] = parse_dist(value, f"search.{method}.{key}")
+    for key in RANK_FIELDS:
+        dist = space.get(key)
+        if isinstance(dist, Choice):
+            kept = tuple(v for v in dist.values if isinstance(v, int) and 0 < v <= d_model)
+            if not kept:
+                raise ConfigError(f"search.{method}.{key}: no value in {list(dist.values)} is in 1..d_model={d_model}")
+            space[key] = Choice(kept)
+        elif isinstance(dist, (IntRange, FloatRange)) and (dist.low < 1 or dist.high > d_model):
+            raise ConfigError(f"search.{method}.{key}: range [{dist.low}, {dist.high}] must lie in 1..d_model={d_model}")
+    return space
+
+
+def sample(space: dict[str, Dist], trial: Any) -> dict[str, Any]:
+    """Draw one configuration (define-by-run). `n_heads` is conditional on `rank`: it is sampled under
+    the name `n_heads|rank=R` from the candidates that divide R, so every draw is valid."""
+    params = {}
+    for name, dist in space.items():
+        if name != "n_heads":
+            params[name] = dist.sample(trial, name)
+    if "n_heads" in space:
+        heads = space["n_heads"]
+        rank = params.get("rank", 96)
+        candidates = heads.values if isinstance(heads, Choice) else tuple(range(heads.low, heads.high + 1))
+        divisors = tuple(h for h in candidates if isinstance(h, int) and h > 0 and rank % h == 0) or (1,)
+        params["n_heads"] = Choice(divisors).sample(trial, f"n_heads|rank={rank}")
+    return params

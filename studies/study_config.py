@@ -1,0 +1,177 @@
+"""A study's configuration: which variants, how many trials, budgets, scheduler and storage, the run
+template every trial starts from, and the search-space overrides. Everything is validated before
+any cluster work starts.
+
+YAML layout (see studies/configs/*.yaml):
+
+    study:  {name, variants, trials_per_variant, max_concurrent_trials, max_params, seeds, ...}
+    search: {<method>: {<field or lr>: <distribution>}}
+    run:    {backbone, data, train, decode}     # the run template (vlpet.train.config.RunSpec)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from studies.search_space import Dist, sample, space_for
+from vlpet.errors import ConfigError, build_dataclass, closest, unknown
+from vlpet.methods.variants import VARIANTS, variant
+from vlpet.models.vl_model import build_vl_model
+from vlpet.params import ParamReport, config_report
+from vlpet.train.config import RunSpec, load_yaml
+
+SECTIONS = ("study", "search", "run")
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded.yaml"
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """The `study:` section.
+
+    Attributes:
+        name: study name; its directory is <studies root>/<name>.
+        variants: paper variants to study (vlpet-small, vlpet-middlex, vlpet-middley, vlpet-large,
+            adapter, compacter, lora, prompt, bitfit, full).
+        trials_per_variant: Optuna trials per variant.
+        max_concurrent_trials: trials running at once.
+        max_params: trainable-parameter budget; configurations above it are never trained.
+        seeds: seeds per frontier point; > 1 re-runs the frontier configurations with extra seeds.
+        asha: stop weak trials early with ASHA (per-epoch `score`); grace_period and reduction_factor tune it.
+        max_trials: cap on all trials of the study (search + seeds).
+        time_budget_s: wall-clock budget of the search per variant.
+        gpu_hours: GPU-hour budget of the whole study (sum over trials of wall time x GPUs).
+        optuna_storage: Optuna RDB URL; default sqlite:///<study dir>/optuna.db (PostgreSQL for clusters).
+        sampler_seed: seed of Optuna's TPE sampler.
+        max_failures: retries of a failed trial (from its last checkpoint).
+    """
+
+    name: str = "embedded"
+    variants: tuple[str, ...] = ("vlpet-small", "vlpet-middlex", "vlpet-middley", "vlpet-large")
+    trials_per_variant: int = 3
+    max_concurrent_trials: int = 2
+    max_params: int | None = None
+    seeds: int = 1
+    asha: bool = True
+    grace_period: int = 1
+    reduction_factor: int = 2
+    max_trials: int | None = None
+    time_budget_s: float | None = None
+    gpu_hours: float | None = None
+    optuna_storage: str | None = None
+    sampler_seed: int = 0
+    max_failures: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variants", tuple(self.variants))
+        if not self.variants:
+            raise ConfigError("study.variants is empty; list at least one of " + ", ".join(VARIANTS["bart"]))
+        for name in self.variants:
+            if name not in VARIANTS["bart"]:
+                raise unknown("study.variants entry", name, VARIANTS["bart"])
+        for name in ("trials_per_variant", "max_concurrent_trials", "seeds", "grace_period", "reduction_factor"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"study.{name}={getattr(self, name)!r} must be an integer >= 1")
+        if self.reduction_factor < 2:
+            raise ConfigError(f"study.reduction_factor={self.reduction_factor} must be >= 2")
+        for name in ("max_params", "max_trials"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"study.{name}={value!r} must be a positive integer or null")
+        for name in ("time_budget_s", "gpu_hours"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
+                raise ConfigError(f"study.{name}={value!r} must be a positive number or null")
+        if not isinstance(self.name, str) or not self.name or "/" in self.name:
+            raise ConfigError(f"study.name={self.name!r} must be a non-empty name without '/'")
+        if self.max_failures < 0:
+            raise ConfigError(f"study.max_failures={self.max_failures} must be >= 0")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A validated study: settings, the run template and one search space per variant."""
+
+    settings: StudySettings
+    run: RunSpec
+    search: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        """Backbone family of the run template."""
+        return self.run.backbone.family
+
+    def space(self, variant_name: str) -> dict[str, Dist]:
+        """The search space of one variant (its method's defaults + overrides, fit to d_model)."""
+        method = VARIANTS[self.family][variant_name]["method"]
+        return space_for(method, self.search.get(method), self.d_model)
+
+    @property
+    def d_model(self) -> int:
+        """Hidden size of the backbone (read from its config; no weights)."""
+        with torch.device("meta"):
+            return build_vl_model(self.run.backbone, load_weights=False).d_model
+
+    def trial_spec(self, variant_name: str, params: dict[str, Any], seed: int | None = None) -> RunSpec:
+        """The run of one trial: the template with the variant's method and the sampled parameters."""
+        params = dict(params)
+        lr = params.pop("lr", self.run.train.lr)
+        method = variant(variant_name, self.family, **params)
+        train = {"lr": lr, **({"seed": seed} if seed is not None else {})}
+        return RunSpec.from_dict({**self.run.to_dict(), "method": method.to_dict()}).replace(train=train)
+
+    def params_of(self, spec: RunSpec) -> ParamReport:
+        """Trainable/total parameters of a trial's configuration, known before training."""
+        return config_report(spec.backbone, spec.method)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dicts for study.json."""
+        settings = dataclasses.asdict(self.settings)
+        settings["variants"] = list(self.settings.variants)
+        return {"study": settings, "search": self.search, "run": self.run.to_dict()}
+
+
+def study_from_dict(data: dict[str, Any]) -> StudyConfig:
+    """Build and validate a StudyConfig from plain dicts (YAML)."""
+    for key in data:
+        if key not in SECTIONS:
+            raise ConfigError(f"{key!r} is not a study config section{closest(str(key), SECTIONS)}; "
+                              f"valid: {', '.join(SECTIONS)}")
+    settings = build_dataclass(StudySettings, data.get("study") or {}, "study")
+    run = RunSpec.from_dict(data.get("run") or {})
+    search = data.get("search") or {}
+    if not isinstance(search, dict):
+        raise ConfigError("search must map method names to {parameter: distribution}")
+    config = StudyConfig(settings, run, search)
+    methods = {cfg["method"] for cfg in VARIANTS[config.family].values()}
+    for method, overrides in search.items():
+        if method not in methods:
+            raise unknown("search method", method, methods)
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"search.{method} must map parameters to distributions")
+    for name in settings.variants:  # every space parses, fits the model and yields a valid run
+        config.trial_spec(name, sample(config.space(name), _FirstValue()))
+    return config
+
+
+class _FirstValue:
+    """A stand-in Optuna trial that picks the first/lowest value, to validate a space eagerly."""
+
+    def suggest_categorical(self, name: str, values: list[Any]) -> Any:
+        return values[0]
+
+    def suggest_float(self, name: str, low: float, high: float, log: bool = False) -> float:
+        return low
+
+    def suggest_int(self, name: str, low: int, high: int, log: bool = False) -> int:
+        return low
+
+
+def load_study(path: str | Path | None) -> StudyConfig:
+    """The study at `path` (YAML), or the embedded default when None."""
+    return study_from_dict(load_yaml(path or DEFAULT_CONFIG))

@@ -1,0 +1,116 @@
+"""The training loop and its Ray Train wrapper on CPU with a local Ray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import SMALL
+from vlpet.checkpoint import WEIGHTS
+from vlpet.errors import ConfigError
+from vlpet.train.config import RunSpec
+from vlpet.train.loop import STATE_FILE, copy_checkpoint, run_training
+
+
+def small_spec(bench: Path, tokenizer_dir: Path, **train) -> RunSpec:
+    return RunSpec.from_dict({
+        "backbone": {"arch": "tiny-bart", "tokenizer": str(tokenizer_dir), "feat_dim": SMALL.feat_dim, "n_boxes": 4},
+        "method": {"method": "vlpet", "granularity": "large", "rank": 16, "decoder_rank": 8},
+        "data": {"root": str(bench), "batch_size": 6, "eval_batch_size": 16},
+        "train": {"epochs": 2, "lr": 1e-3, "log_every": 1000, **train},
+        "decode": {"num_beams": 2},
+    })
+
+
+class Stop(Exception):
+    """Raised by a reporter to simulate a process killed right after an epoch's checkpoint."""
+
+
+def test_resumed_run_ends_with_the_same_weights(bench, tokenizer_dir, tmp_path):
+    spec = small_spec(bench, tokenizer_dir, epochs=3)
+    finals = {}
+
+    def keep_last(metrics, ckpt):
+        finals["full"] = dict(metrics)
+        copy_checkpoint(ckpt, tmp_path / "full")
+
+    run_training(spec, keep_last)
+
+    def stop_after_first(metrics, ckpt):
+        copy_checkpoint(ckpt, tmp_path / "epoch1")
+        raise Stop
+
+    with pytest.raises(Stop):
+        run_training(spec, stop_after_first)
+    assert torch.load(tmp_path / "epoch1" / STATE_FILE, weights_only=True)["epoch"] == 1
+    seen = []
+    run_training(spec, lambda m, c: (seen.append(m["epoch"]), copy_checkpoint(c, tmp_path / "resumed")),
+                 resume_dir=tmp_path / "epoch1")
+    assert seen == [2, 3]
+    full, resumed = load_file(str(tmp_path / "full" / WEIGHTS)), load_file(str(tmp_path / "resumed" / WEIGHTS))
+    assert full.keys() == resumed.keys()
+    for name in full:
+        torch.testing.assert_close(resumed[name], full[name], rtol=0, atol=0, msg=name)
+    assert finals["full"]["params"] > 0 and 0 < finals["full"]["params_pct"] < 100
+
+
+def test_nan_loss_stops_with_a_reason(bench, tokenizer_dir):
+    spec = small_spec(bench, tokenizer_dir, lr=1e6, clip_grad_norm=0.0, epochs=3)
+    from vlpet.train.loop import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match=r"loss became (nan|inf) at epoch \d+, step \d+ .*lower train.lr"):
+        run_training(spec, lambda m, c: None)
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
+    ray.init(num_cpus=4, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")),
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_one_and_two_worker_trainer_runs_report_metrics(ray_local, bench, tokenizer_dir, tmp_path):
+    from vlpet.train.ray_trainer import fit_run
+
+    for workers in (1, 2):
+        spec = small_spec(bench, tokenizer_dir, epochs=1, num_workers=workers)
+        result = fit_run(spec, tmp_path, f"run{workers}")
+        m = result.metrics
+        assert m["world_size"] == workers
+        assert {"score", "score_vqa", "score_gqa", "score_nlvr", "score_caption", "params", "params_pct"} <= m.keys()
+        assert result.checkpoint is not None and (Path(result.checkpoint.path) / WEIGHTS).is_file()
+
+
+@pytest.mark.slow
+def test_run_with_the_same_name_resumes_at_the_next_epoch(ray_local, bench, tokenizer_dir, tmp_path):
+    from vlpet.train.ray_trainer import fit_run
+
+    fit_run(small_spec(bench, tokenizer_dir, epochs=1), tmp_path, "resume")
+    result = fit_run(small_spec(bench, tokenizer_dir, epochs=2), tmp_path, "resume")
+    assert result.metrics["epoch"] == 2
+    assert result.metrics["steps"] > 0  # only the second epoch ran: its own step count
+
+
+def test_gpu_request_without_gpus_fails_before_workers_start(ray_local, bench, tokenizer_dir, tmp_path):
+    from vlpet.train.ray_trainer import fit_run
+
+    with pytest.raises(ConfigError, match=r"needs 1 GPUs but the Ray cluster has 0; set train.gpus_per_worker: 0"):
+        fit_run(small_spec(bench, tokenizer_dir, gpus_per_worker=1), tmp_path, "gpu")
+    assert not (tmp_path / "gpu").exists()
+
+
+def test_bad_train_values_name_the_field(bench, tokenizer_dir):
+    with pytest.raises(ConfigError, match="train.lr"):
+        small_spec(bench, tokenizer_dir, lr=-1.0)
+    with pytest.raises(ConfigError, match="train.precision"):
+        small_spec(bench, tokenizer_dir, precision="fp8")
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        small_spec(bench, tokenizer_dir, epoch=3)
