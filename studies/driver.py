@@ -25,45 +25,22 @@ import numpy as np
 import optuna
 import pandas as pd
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from studies.search_space import sample
-from studies.study_config import StudyConfig, study_from_dict
+from studies.study_config import StudyConfig
+from studies.trial import SKIPPED, run_trial, trial_config
 from vlpet.errors import ConfigError
 from vlpet.methods.variants import VARIANTS
-from vlpet.train.ray_trainer import check_resources, make_trainer
+from vlpet.train.ray_trainer import check_resources
 
 OBJECTIVES = (["score", "params"], ["max", "min"])
-SKIPPED = "skipped_budget"
 RESULTS = "results.parquet"
 
 
-# ----------------------------------------------------------------------------------------- trials
-def trial_config(config: dict[str, Any]) -> dict[str, Any]:
-    """{variant, params[, seed]} of a trial: search trials carry it flat, seed re-runs under "run"."""
-    return config["run"] if "run" in config else config
-
-
-def run_trial(config: dict[str, Any], study: dict[str, Any], train_storage: str) -> None:
-    """Tune trial: build the trial's run, skip it if over the parameter budget, else fit a TorchTrainer
-    whose per-epoch reports reach Tune through TuneReportCallback. A retried trial (same trial id)
-    resumes its TorchTrainer from the latest checkpoint."""
-    config = trial_config(config)
-    cfg = study_from_dict(study)
-    spec = cfg.trial_spec(config["variant"], config["params"], config.get("seed"))
-    report = cfg.params_of(spec)
-    budget = cfg.settings.max_params
-    if budget is not None and report.trainable > budget:
-        tune.report({"status": SKIPPED, "epoch": 0, "fidelity": 0.0, "score": 0.0, "params": report.trainable,
-                     "total_params": report.total, "params_pct": report.percent})
-        return
-    trial_id = tune.get_context().get_trial_id()
-    make_trainer(spec, train_storage, f"trial_{trial_id}", callbacks=[TuneReportCallback()]).fit()
-
-
+# ----------------------------------------------------------------------------------------- search
 def trial_dirname(trial: Any) -> str:
     """Short trial directories (Tune's default name embeds every parameter)."""
     return f"trial_{trial.trial_id}"
@@ -92,35 +69,50 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-class VariantSpace:
-    """The Optuna define-by-run space of one variant (picklable, so Tune can checkpoint the searcher):
-    returns the clean parameters under 'params'."""
+def describe_trial(cfg: StudyConfig, variant_name: str, params: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+    """Everything a trial needs, computed on the driver: the full run spec and its parameter count
+    (known before training, from a meta-device build)."""
+    spec = cfg.trial_spec(variant_name, params, seed)
+    report = cfg.params_of(spec)
+    return {"variant": variant_name, "params": params, "spec": spec.to_dict(), "trainable": report.trainable,
+            "total": report.total, "params_pct": report.percent}
 
-    def __init__(self, variant_name: str, space: dict[str, Any]):
-        self.variant_name, self.space = variant_name, space
+
+class VariantSpace:
+    """The Optuna define-by-run space of one variant (picklable, so Tune can checkpoint the searcher).
+    Returns the sampled parameters plus the trial description of `describe_trial`."""
+
+    def __init__(self, cfg: StudyConfig, variant_name: str):
+        self.cfg, self.variant_name, self.space = cfg, variant_name, cfg.space(variant_name)
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        return {"variant": self.variant_name, "params": sample(self.space, trial)}
+        return describe_trial(self.cfg, self.variant_name, sample(self.space, trial))
 
 
 # ------------------------------------------------------------------------------------ results table
 class ResultsTable(tune.Callback):
-    """One row per (trial, epoch) report, rewritten atomically after every report; the final row of a
-    trial carries its final status (completed / pruned / failed / skipped_budget)."""
+    """One row per (trial, epoch) report in a Parquet file; the final row of a trial carries its final
+    status (completed / pruned / failed / skipped_budget).
 
-    def __init__(self, study_dir: Path, phase: str, gpus_per_trial: float, default_seed: int, log: bool = True):
+    The file is the only state: every event reads it, changes it and atomically replaces it (temp
+    file + rename). A crash never leaves half a table, and the copy of this callback that Tune
+    unpickles when a study is restored writes to the same table instead of an outdated one.
+    """
+
+    def __init__(self, study_dir: Path, phase: str, gpus_per_trial: float, log: bool = True):
         self.path = study_dir / RESULTS
-        self.phase, self.gpus_per_trial, self.default_seed, self.log = phase, gpus_per_trial, default_seed, log
-        self.rows: dict[tuple[str, int], dict[str, Any]] = {}
-        if self.path.is_file():
-            for row in pd.read_parquet(self.path).to_dict("records"):
-                self.rows[(row["trial_id"], int(row["epoch"]))] = row
+        self.phase, self.gpus_per_trial, self.log = phase, gpus_per_trial, log
+
+    def _rows(self) -> dict[tuple[str, int], dict[str, Any]]:
+        if not self.path.is_file():
+            return {}
+        return {(r["trial_id"], int(r["epoch"])): r for r in pd.read_parquet(self.path).to_dict("records")}
 
     def _row(self, trial: Any, result: dict[str, Any]) -> dict[str, Any]:
         cfg = trial_config(trial.config)
         method = VARIANTS["bart"][cfg["variant"]]["method"]  # variant names map to the same method in both families
         row = {"trial_id": trial.trial_id, "phase": self.phase, "variant": cfg["variant"], "method": method,
-               "seed": cfg.get("seed", self.default_seed), "config": json.dumps(cfg["params"], sort_keys=True),
+               "seed": cfg["spec"]["train"]["seed"], "config": json.dumps(cfg["params"], sort_keys=True),
                "status": result.get("status", "running"), "error": ""}
         keys = ("epoch", "max_epochs", "fidelity", "params", "total_params", "params_pct", "score", "loss",
                 "examples_per_s", "world_size")
@@ -132,22 +124,24 @@ class ResultsTable(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         row = self._row(trial, result)
-        self.rows[(row["trial_id"], int(row["epoch"] or 0))] = row
-        self.write()
+        rows = self._rows()
+        rows[(row["trial_id"], int(row["epoch"] or 0))] = row
+        self._write(rows)
         if self.log and row["status"] != SKIPPED:
             print(f"[{row['variant']}] trial {trial.trial_id} epoch {row['epoch']}/{row['max_epochs']} "
                   f"score {row['score']:.2f} params {row['params_pct']:.2f} %", flush=True)
 
     def _finish(self, trial: Any, status: str, error: str = "") -> None:
-        rows = [r for (tid, _), r in self.rows.items() if tid == trial.trial_id]
-        if not rows:  # failed before its first report
-            rows = [self._row(trial, {"epoch": 0, "fidelity": 0.0})]
-            self.rows[(trial.trial_id, 0)] = rows[0]
-        last = max(rows, key=lambda r: r["epoch"] or 0)
+        rows = self._rows()
+        own = [r for (tid, _), r in rows.items() if tid == trial.trial_id]
+        if not own:  # failed before its first report
+            own = [self._row(trial, {"epoch": 0, "fidelity": 0.0})]
+            rows[(trial.trial_id, 0)] = own[0]
+        last = max(own, key=lambda r: r["epoch"] or 0)
         if last["status"] != SKIPPED:
             last["status"] = status if status != "completed" or (last["fidelity"] or 0) >= 1 else "pruned"
         last["error"] = error
-        self.write()
+        self._write(rows)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, "completed")
@@ -160,18 +154,17 @@ class ResultsTable(tune.Callback):
 
     def frame(self) -> pd.DataFrame:
         """The table as a DataFrame (one row per trial and epoch)."""
-        return pd.DataFrame(list(self.rows.values()))
+        return pd.DataFrame(list(self._rows().values()))
 
-    def write(self) -> None:
-        """Atomically replace the Parquet file (temp file + rename): a crash never leaves half a table."""
+    def _write(self, rows: dict[tuple[str, int], dict[str, Any]]) -> None:
         tmp = self.path.with_suffix(".parquet.tmp")
-        self.frame().to_parquet(tmp, index=False)
+        pd.DataFrame(list(rows.values())).to_parquet(tmp, index=False)
         os.replace(tmp, self.path)
 
     def device_hours(self) -> float:
         """Sum over trials of wall time x devices (GPUs, or workers on CPU runs), in hours."""
         last: dict[str, float] = {}
-        for (tid, _), row in self.rows.items():
+        for (tid, _), row in self._rows().items():
             last[tid] = max(last.get(tid, 0.0), float(row.get("wall_time_s") or 0.0))
         return sum(last.values()) * self.gpus_per_trial / 3600
 
@@ -221,7 +214,7 @@ def search_variant(cfg: StudyConfig, variant_name: str, study_dir: Path, storage
     """Run (or resume) the Optuna + ASHA search of one variant."""
     s = cfg.settings
     searcher = FidelityAwareOptunaSearch(
-        space=VariantSpace(variant_name, cfg.space(variant_name)), metric=OBJECTIVES[0], mode=OBJECTIVES[1],
+        space=VariantSpace(cfg, variant_name), metric=OBJECTIVES[0], mode=OBJECTIVES[1],
         study_name=f"{s.name}-{variant_name}", storage=optuna_storage(cfg, study_dir),
         sampler=optuna.samplers.TPESampler(seed=s.sampler_seed, n_startup_trials=max(2, num_samples // 3)))
     scheduler = (ASHAScheduler(metric="score", mode="max", time_attr="epoch", max_t=cfg.run.train.epochs,
@@ -243,8 +236,7 @@ def frontier_configs(table: pd.DataFrame) -> list[dict[str, Any]]:
     if done.empty:
         return []
     on_front = pareto_front(done["params"].to_numpy(float), done["score"].to_numpy(float))
-    return [{"variant": r["variant"], "params": json.loads(r["config"]), "seed": int(r["seed"])}
-            for _, r in done[on_front].iterrows()]
+    return [{"variant": r["variant"], "params": json.loads(r["config"])} for _, r in done[on_front].iterrows()]
 
 
 def run_seeds(cfg: StudyConfig, study_dir: Path, storage_path: str, trainable: Any, table: ResultsTable,
@@ -252,7 +244,7 @@ def run_seeds(cfg: StudyConfig, study_dir: Path, storage_path: str, trainable: A
     """Re-run every frontier configuration with the extra seeds (`study.seeds` in all), full fidelity."""
     points = frontier_configs(table.frame())
     base = cfg.run.train.seed
-    runs = [{**p, "seed": base + k} for p in points for k in range(1, cfg.settings.seeds)]
+    runs = [describe_trial(cfg, p["variant"], p["params"], base + k) for p in points for k in range(1, cfg.settings.seeds)]
     if not runs:
         return
     print(f"re-running {len(points)} frontier configurations with {cfg.settings.seeds - 1} extra seed(s)", flush=True)
@@ -290,13 +282,12 @@ def run_study(cfg: StudyConfig, study_dir: Path, storage_path: str | None = None
     check_resources(cfg.run.train)
     storage_path = storage_path or str(study_dir / "ray")
     (study_dir / "study.json").write_text(json.dumps({**cfg.to_dict(), "backbone": f"{cfg.family}-base"}, indent=2))
-    study = cfg.to_dict()
     train_storage = f"{storage_path.rstrip('/')}/train"
     # the trial driver only waits on its TorchTrainer: no CPU, a token of memory (Ray refuses empty bundles)
     resources = tune.PlacementGroupFactory([{"CPU": 0, "memory": 2**20}])
-    trainable = tune.with_resources(tune.with_parameters(run_trial, study=study, train_storage=train_storage),
+    trainable = tune.with_resources(tune.with_parameters(run_trial, max_params=cfg.settings.max_params, train_storage=train_storage),
                                     resources)
-    table = ResultsTable(study_dir, "search", _devices_per_trial(cfg), cfg.run.train.seed)
+    table = ResultsTable(study_dir, "search", _devices_per_trial(cfg))
     start = time.perf_counter()
     remaining = cfg.settings.max_trials
     for variant_name in cfg.settings.variants:

@@ -58,7 +58,8 @@ LR = "lr"
 # lr 1e-3 (BART PET) / 3e-4 (T5) / 1e-4 (full fine-tuning).
 DEFAULT_SPACES: dict[str, dict[str, Dist]] = {
     "vlpet": {"rank": Choice((8, 16, 32, 48, 64, 96, 128, 192)), "n_heads": Choice((1, 2, 4, 8)),
-              "scale": FloatRange(0.25, 1.0), LR: FloatRange(1e-4, 3e-3, log=True)},
+              "decoder_rank": Choice((16, 32, 64, 96, 128)), "scale": FloatRange(0.25, 1.0),
+              LR: FloatRange(1e-4, 3e-3, log=True)},
     "adapter": {"reduction_factor": Choice((2, 4, 8, 16, 32)), LR: FloatRange(1e-4, 3e-3, log=True)},
     "compacter": {"reduction_factor": Choice((4, 8, 16)), "hypercomplex_division": Choice((2, 4)),
                   LR: FloatRange(1e-4, 3e-3, log=True)},

@@ -12,6 +12,8 @@ YAML layout (see studies/configs/*.yaml):
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,9 @@ import torch
 
 from studies.search_space import Dist, sample, space_for
 from vlpet.errors import ConfigError, build_dataclass, closest, unknown
+from vlpet.methods import MethodConfig
 from vlpet.methods.variants import VARIANTS, variant
+from vlpet.models import BackboneConfig
 from vlpet.models.vl_model import build_vl_model
 from vlpet.params import ParamReport, config_report
 from vlpet.train.config import RunSpec, load_yaml
@@ -127,13 +131,19 @@ class StudyConfig:
 
     def params_of(self, spec: RunSpec) -> ParamReport:
         """Trainable/total parameters of a trial's configuration, known before training."""
-        return config_report(spec.backbone, spec.method)
+        return _cached_report(json.dumps(dataclasses.asdict(spec.backbone), sort_keys=True), spec.method)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts for study.json."""
         settings = dataclasses.asdict(self.settings)
         settings["variants"] = list(self.settings.variants)
         return {"study": settings, "search": self.search, "run": self.run.to_dict()}
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_report(backbone_json: str, method: MethodConfig) -> ParamReport:
+    """Parameter counts depend only on the structure (backbone + method), not on lr or seed."""
+    return config_report(BackboneConfig(**json.loads(backbone_json)), method)
 
 
 def study_from_dict(data: dict[str, Any]) -> StudyConfig:

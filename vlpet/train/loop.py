@@ -102,7 +102,7 @@ def save_training_state(directory: Path, model: VLModel, optimizer: torch.optim.
                         epoch: int, metrics: dict[str, Any]) -> None:
     """Adapter-only weights + optimizer, scheduler and RNG state of a finished epoch."""
     save_adapter(model, directory, metadata={"epoch": epoch, "metrics": metrics})
-    torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    torch.save({"epoch": epoch, "metrics": metrics, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
                 "python_rng": list(random.getstate()[1])}, directory / STATE_FILE)
 
@@ -159,8 +159,20 @@ def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None
     _log(ctx.rank, f"training {spec.method.method} on {spec.backbone.name}: {report_params.trainable:,} trainable "
                    f"({report_params.percent:.2f} %), {len(train_loader)} steps/epoch x {spec.train.epochs} epochs, "
                    f"world size {ctx.world_size}")
-    metrics: dict[str, Any] = {}
-    run_start = time.perf_counter()
+
+    def checkpoint_and_report(epoch: int, metrics: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory(prefix="vlpet-ckpt-") as tmp:
+            checkpoint = None
+            if ctx.rank == 0:
+                checkpoint = Path(tmp)
+                save_training_state(checkpoint, model, optimizer, scheduler, epoch, metrics)
+            report(metrics, checkpoint)
+
+    metrics: dict[str, Any] = dict(state["metrics"]) if state is not None else {}
+    if start_epoch > spec.train.epochs:  # a finished run restarted (its last report may not have
+        checkpoint_and_report(state["epoch"], metrics)  # reached the caller): report it again
+        return metrics
+    run_start = time.perf_counter() - metrics.get("run_time_s", 0.0)  # cumulative over restarts
     for epoch in range(start_epoch, spec.train.epochs + 1):
         train_stats = _train_epoch(wrapped, train_loader, optimizer, scheduler, spec, ctx, epoch)
         metrics = {"epoch": epoch, "max_epochs": spec.train.epochs, "fidelity": epoch / spec.train.epochs, **train_stats, "params": report_params.trainable,
@@ -173,12 +185,7 @@ def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None
                            eval_time_s=time.perf_counter() - eval_start)
             _log(ctx.rank, f"[epoch {epoch}] " + "  ".join(f"{k} {v:.2f}" for k, v in scores.items()))
         metrics["run_time_s"] = time.perf_counter() - run_start
-        with tempfile.TemporaryDirectory(prefix="vlpet-ckpt-") as tmp:
-            checkpoint = None
-            if ctx.rank == 0:
-                checkpoint = Path(tmp)
-                save_training_state(checkpoint, model, optimizer, scheduler, epoch, metrics)
-            report(metrics, checkpoint)
+        checkpoint_and_report(epoch, metrics)
     return metrics
 
 

@@ -4,26 +4,37 @@ sharded by a DistributedSampler per task, and every epoch's report carries an ad
 checkpoint. A run re-created with the same name and storage path resumes from its latest checkpoint
 (Train V2 restores the run's checkpoint state from storage), and `FailureConfig` restarts a failed
 worker group from it.
+
+This module imports neither transformers nor the model code at import time: a Tune trial process
+only builds the trainer, and only the workers pay for the heavy imports.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 import ray.train
-import ray.train.torch
 from ray.train import Checkpoint, FailureConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from vlpet.errors import ConfigError
-from vlpet.train.config import RunSpec, TrainConfig
-from vlpet.train.loop import WorkerContext, run_training
+
+if TYPE_CHECKING:
+    from vlpet.train.config import RunSpec, TrainConfig
 
 
 def train_worker(config: dict[str, Any]) -> None:
     """Ray Train per-worker entry point: rebuild the spec, find rank and device, train, report."""
+    import ray.train.torch
+
+    from vlpet.train.config import RunSpec
+    from vlpet.train.loop import WorkerContext, run_training
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # per-report INFO lines drown the progress
     spec = RunSpec.from_dict(config["spec"])
     context = ray.train.get_context()
     world = context.get_world_size()
@@ -56,24 +67,25 @@ def check_resources(train: TrainConfig) -> None:
                           f"{cpus:g} CPUs but the Ray cluster has {available.get('CPU', 0):g}; lower them")
 
 
-def scaling_config(train: TrainConfig) -> ScalingConfig:
-    """Workers and their resources, from the run's config: GPUs only when it asks for them."""
-    use_gpu = train.gpus_per_worker > 0
-    resources = {"CPU": train.cpus_per_worker, **({"GPU": train.gpus_per_worker} if use_gpu else {})}
-    return ScalingConfig(num_workers=train.num_workers, use_gpu=use_gpu, resources_per_worker=resources)
+def scaling_config(train: Mapping[str, Any]) -> ScalingConfig:
+    """Workers and their resources from a run's `train` section: GPUs only when it asks for them."""
+    use_gpu = train["gpus_per_worker"] > 0
+    resources = {"CPU": train["cpus_per_worker"], **({"GPU": train["gpus_per_worker"]} if use_gpu else {})}
+    return ScalingConfig(num_workers=train["num_workers"], use_gpu=use_gpu, resources_per_worker=resources)
 
 
-def make_trainer(spec: RunSpec, storage_path: str | Path, name: str, max_failures: int = 0,
+def make_trainer(spec: Mapping[str, Any], storage_path: str | Path, name: str, max_failures: int = 0,
                  callbacks: list[Any] | None = None) -> TorchTrainer:
-    """A TorchTrainer for `spec`, persisting checkpoints under `storage_path/name` (keep 2 latest)."""
+    """A TorchTrainer for a run (`RunSpec.to_dict()` form), persisting checkpoints under
+    `storage_path/name` (the 2 latest kept)."""
     run_config = ray.train.RunConfig(
         name=name, storage_path=str(storage_path), failure_config=FailureConfig(max_failures=max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), callbacks=callbacks or [])
-    return TorchTrainer(train_worker, train_loop_config={"spec": spec.to_dict()},
-                        scaling_config=scaling_config(spec.train), run_config=run_config)
+    return TorchTrainer(train_worker, train_loop_config={"spec": dict(spec)},
+                        scaling_config=scaling_config(spec["train"]), run_config=run_config)
 
 
 def fit_run(spec: RunSpec, storage_path: str | Path, name: str, max_failures: int = 0) -> ray.train.Result:
     """Check resources, then train `spec` to completion (resuming `name` if it has checkpoints)."""
     check_resources(spec.train)
-    return make_trainer(spec, storage_path, name, max_failures).fit()
+    return make_trainer(spec.to_dict(), storage_path, name, max_failures).fit()

@@ -1,0 +1,200 @@
+"""The study driver: a small study end to end, fidelity-aware Optuna, resume after a killed driver,
+search-space validity, and bad input rejected before any trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from studies.driver import FidelityAwareOptunaSearch, VariantSpace
+from studies.frontier import main as frontier_main
+from studies.search_space import DEFAULT_SPACES
+from studies.study_config import study_from_dict
+from tests.conftest import SMALL
+from vlpet.errors import ConfigError
+from vlpet.train.config import RunSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study_dict(bench: Path, tokenizer_dir: Path, **study) -> dict:
+    return {
+        "study": {"name": "t", "variants": ["vlpet-small", "vlpet-large"], "trials_per_variant": 2,
+                  "max_concurrent_trials": 2, "grace_period": 1, "reduction_factor": 2, **study},
+        "search": {"vlpet": {"rank": {"choice": [4, 8]}, "decoder_rank": {"choice": [4, 8]},
+                             "lr": {"loguniform": [1e-3, 3e-3]}}},
+        "run": {"backbone": {"arch": "tiny-bart", "tokenizer": str(tokenizer_dir), "feat_dim": SMALL.feat_dim,
+                             "n_boxes": 4},
+                "data": {"root": str(bench), "batch_size": 8, "eval_batch_size": 16},
+                "train": {"epochs": 2, "log_every": 1000}, "decode": {"num_beams": 1}},
+    }
+
+
+def final_rows(table: pd.DataFrame) -> pd.DataFrame:
+    return table.sort_values("epoch").groupby("trial_id").tail(1)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    import ray
+
+    os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
+    ray.init(num_cpus=3, include_dashboard=True, dashboard_host="127.0.0.1",
+             _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_small_study_records_every_trial_and_tells_optuna_the_fidelity(ray_cluster, bench, tokenizer_dir, tmp_path):
+    from studies.driver import run_study
+
+    cfg = study_from_dict(study_dict(bench, tokenizer_dir))
+    table = run_study(cfg, tmp_path / "study")
+    final = final_rows(table)
+    assert len(final) == 4 and final["trial_id"].is_unique
+    assert set(final["variant"]) == {"vlpet-small", "vlpet-large"}
+    assert (final["params"] > 0).all() and final["status"].isin(["completed", "pruned"]).all()
+    assert not table.duplicated(["trial_id", "epoch"]).any()
+    completed = final[final["status"] == "completed"]
+    assert (completed["fidelity"] == 1).all() and completed["score"].notna().all()
+    pruned = final[final["status"] == "pruned"]
+    assert (pruned["fidelity"] < 1).all()
+    # Optuna knows exactly the full-fidelity trials as COMPLETE; early-stopped ones are PRUNED
+    storage = f"sqlite:///{tmp_path / 'study' / 'optuna.db'}"
+    states = {}
+    for variant in ("vlpet-small", "vlpet-large"):
+        for t in optuna.load_study(study_name=f"t-{variant}", storage=storage).trials:
+            states[t.state.name] = states.get(t.state.name, 0) + 1
+            if t.state.name == "COMPLETE":
+                assert t.values[1] in set(completed["params"])
+    assert states.get("COMPLETE", 0) == len(completed) and states.get("PRUNED", 0) == len(pruned)
+    assert (tmp_path / "study" / "results.csv").is_file()
+
+
+def test_fidelity_aware_search_never_tells_a_low_fidelity_score():
+    search = FidelityAwareOptunaSearch(space=lambda trial: {"x": trial.suggest_float("x", 0, 1)},
+                                       metric=["score", "params"], mode=["max", "min"])
+    search.set_search_properties(None, None, {})
+    for tid in ("a", "b", "c", "d"):
+        search.suggest(tid)
+    search.on_trial_complete("a", {"score": 50.0, "params": 10, "fidelity": 1.0})
+    search.on_trial_complete("b", {"score": 99.0, "params": 1, "fidelity": 0.5})  # ASHA-stopped: pruned
+    search.on_trial_complete("c", None, error=True)
+    search.on_trial_complete("d", {"score": 0.0, "params": 10**9, "status": "skipped_budget", "fidelity": 0.0})
+    search.on_trial_complete("a", {"score": 1.0, "params": 1, "fidelity": 1.0})  # told once only
+    trials = search._ot_study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
+    assert trials[0].values == [50.0, 10]
+    assert [t.values for t in search._ot_study.best_trials] == [[50.0, 10]]
+
+
+@pytest.mark.parametrize("method", sorted(DEFAULT_SPACES))
+def test_search_space_sampling_never_yields_an_invalid_config(bench, tokenizer_dir, method):
+    """Property test: 100 random draws of each method's space all build valid runs."""
+    variant = {"vlpet": "vlpet-large"}.get(method, method)
+    data = study_dict(bench, tokenizer_dir, variants=[variant])
+    data["search"] = {}
+    cfg = study_from_dict(data)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    space = VariantSpace(cfg, variant)
+    for _ in range(100):
+        trial = space(study.ask())
+        spec = RunSpec.from_dict(trial["spec"])  # validates every section
+        assert trial["trainable"] > 0 and spec.method.method == method
+        if method == "vlpet":
+            assert spec.method.rank % spec.method.n_heads == 0 and spec.method.rank <= 64
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"study": {"variants": ["vlpet-huge"]}}, "unknown study.variants entry 'vlpet-huge'"),
+    ({"search": {"vlpet": {"lr": {"loguniform": [1e-2, 1e-3]}}}}, r"search.vlpet.lr.loguniform=\[0.01, 0.001\] is empty or inverted"),
+    ({"search": {"vlpet": {"rank": {"choice": []}}}}, "search.vlpet.rank.choice must be a non-empty list"),
+    ({"search": {"vlpet": {"rank": {"choice": [128, 256]}}}}, r"no value in \[128, 256\] is in 1..d_model=64"),
+    ({"search": {"vlpet": {"rnak": {"choice": [4]}}}}, "did you mean 'rank'"),
+    ({"search": {"vlpett": {}}}, "unknown search method 'vlpett'"),
+    ({"study": {"trials_per_varaint": 3}}, "did you mean 'trials_per_variant'"),
+    ({"studdy": {}}, "did you mean 'study'"),
+    ({"run": {"train": {"epochs": 0}}}, r"train.epochs=0 must be an integer >= 1"),
+    ({"study": {"max_params": -5}}, "study.max_params=-5"),
+])
+def test_bad_study_configs_fail_with_the_field(bench, tokenizer_dir, change, message):
+    with pytest.raises(ConfigError, match=message):
+        study_from_dict(merge(study_dict(bench, tokenizer_dir), change))
+
+
+def merge(base: dict, change: dict) -> dict:
+    """`base` with `change` merged in recursively."""
+    out = dict(base)
+    for key, value in change.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) and value else value
+    return out
+
+
+def test_cli_rejects_bad_input_before_any_trial(bench, tokenizer_dir, tmp_path, capsys):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study_dict(bench, tokenizer_dir)))
+    study_dir = tmp_path / "never"
+    assert frontier_main(["--config", str(path), "--study-dir", str(study_dir), "--address", "127.0.0.1:9"]) == 2
+    assert "--address 127.0.0.1:9: no Ray head reachable" in capsys.readouterr().err
+    assert frontier_main(["--config", str(path), "--variants", "vlpet-smal", "--study-dir", str(study_dir)]) == 2
+    assert "did you mean 'vlpet-small'" in capsys.readouterr().err
+    assert frontier_main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert frontier_main(["--config", str(path), "--study-dir", str(study_dir), "--resume"]) == 2
+    assert "holds no study" in capsys.readouterr().err
+    assert not (study_dir / "results.parquet").exists()
+
+
+def _run_frontier(config: Path, study_dir: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TRAIN_V2_ENABLED": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "studies" / "frontier.py"), "--config", str(config),
+                             "--study-dir", str(study_dir), "--num-cpus", "3", "--no-report", *extra],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_with_every_trial_exactly_once(bench, tokenizer_dir, tmp_path):
+    data = study_dict(bench, tokenizer_dir, variants=["vlpet-large"], trials_per_variant=2, max_concurrent_trials=1,
+                      asha=False)
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(data))
+    study_dir = tmp_path / "study"
+    proc = _run_frontier(config, study_dir)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once the first trial has finished, mid-study
+        results = study_dir / "results.parquet"
+        if results.is_file() and (pd.read_parquet(results)["fidelity"] >= 1).any():
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("the study produced no finished trial within 300 s")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, nothing else
+    proc.wait()
+    before = pd.read_parquet(study_dir / "results.parquet")
+    finished_before = set(final_rows(before).query("fidelity >= 1")["trial_id"])
+
+    resumed = _run_frontier(config, study_dir, "--resume")
+    assert resumed.wait(timeout=600) == 0
+    table = pd.read_parquet(study_dir / "results.parquet")
+    final = final_rows(table)
+    assert len(final) == 2 and final["trial_id"].is_unique  # none lost, none duplicated
+    assert not table.duplicated(["trial_id", "epoch"]).any()
+    assert (final["status"] == "completed").all() and (final["epoch"] == 2).all()
+    assert finished_before <= set(final["trial_id"])  # finished results kept
+    kept = before.merge(table, on=["trial_id", "epoch"], suffixes=("_before", ""))
+    assert (kept["score_before"].fillna(-1) == kept["score"].fillna(-1)).all()
+    storage = f"sqlite:///{study_dir / 'optuna.db'}"
+    trials = optuna.load_study(study_name="t-vlpet-large", storage=storage).trials
+    assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)  # each told once, as finished
+    assert json.loads((study_dir / "study.json").read_text())["study"]["name"] == "t"
