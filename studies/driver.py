@@ -115,7 +115,7 @@ class ResultsTable(tune.Callback):
                "seed": cfg["spec"]["train"]["seed"], "config": json.dumps(cfg["params"], sort_keys=True),
                "status": result.get("status", "running"), "error": ""}
         keys = ("epoch", "max_epochs", "fidelity", "params", "total_params", "params_pct", "score", "loss",
-                "examples_per_s", "world_size")
+                "examples_per_s", "world_size", "node_id")
         row.update({k: result.get(k) for k in keys})
         row.update({k: v for k, v in result.items() if k.startswith("score_")})
         row["wall_time_s"] = result.get("run_time_s", result.get("time_total_s"))

@@ -39,4 +39,5 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     else:
         # The dashboard's state API must run: Ray Train's placement-group cleaner relies on it to free
         # the workers of trials that ASHA stops. It listens on loopback only.
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
+                 _node_ip_address="127.0.0.1")  # a local cluster listens on loopback only

@@ -70,8 +70,8 @@ def test_nan_loss_stops_with_a_reason(bench, tokenizer_dir):
 def ray_local(tmp_path_factory):
     ray = pytest.importorskip("ray")
     os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
-    ray.init(num_cpus=4, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")),
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+    ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+             _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -18,11 +18,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 from transformers import PreTrainedTokenizerBase
 
-from vlpet.data.features import H5FeatureStore
+from vlpet.data.features import H5FeatureStore, NpzFrameStore
 from vlpet.data.synthetic import SyntheticConfig, ensure_benchmark
-from vlpet.data.tasks import Example, Split, TaskSpec, get_task, load_examples
+from vlpet.data.synthetic_video import SyntheticVideoConfig, ensure_video_benchmark
+from vlpet.data.tasks import TASKS, Example, Split, TaskSpec, get_task, load_examples
 from vlpet.errors import ConfigError
 from vlpet.models import VLInputs
+
+# Feature store and synthetic benchmark of each TaskSpec.feature_format (image grids / video frames).
+FEATURE_STORES = {"h5": H5FeatureStore, "npz": NpzFrameStore}
+SYNTHETIC = {"h5": lambda root, dim: ensure_benchmark(root, SyntheticConfig(feat_dim=dim)),
+             "npz": lambda root, dim: ensure_video_benchmark(root, SyntheticVideoConfig(feat_dim=dim))}
 
 
 @dataclass(frozen=True)
@@ -33,13 +39,14 @@ class DataConfig:
         root: the datasets root (VL-Adapter layout, see README).
         tasks: task names trained together.
         batch_size: base batch size; each task scales it by its share (VQA 1, GQA 100/60, NLVR2
-            20/60, COCO 50/60), as the paper's code.
+            20/60, COCO 50/60, video tasks 1), as the paper's code.
         eval_batch_size: batch size for validation (defaults to batch_size).
         max_train_examples / max_eval_examples: per-task caps (first N), for quick runs.
-        task_prompts: prefix each input with its task prompt (`--use_tasks_prompts`).
+        task_prompts: add each task's prompt to its input (`--use_tasks_prompts`; image tasks prepend
+            it, video tasks append it).
         num_workers: DataLoader worker processes.
-        synthetic: `root` holds the embedded synthetic benchmark; it is generated there (deterministically)
-            when missing, by whichever process needs it first.
+        synthetic: `root` holds the embedded synthetic benchmark (image or video tasks, not both in one
+            root); it is generated there (deterministically) when missing, by whichever process needs it first.
     """
 
     root: str = "datasets"
@@ -55,9 +62,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
         if not self.tasks:
-            raise ConfigError("data.tasks is empty; list at least one of vqa, gqa, nlvr, caption")
-        for name in self.tasks:
-            get_task(name)
+            raise ConfigError(f"data.tasks is empty; list at least one of {', '.join(TASKS)}")
+        formats = {get_task(name).feature_format for name in self.tasks}
+        if self.synthetic and len(formats) > 1:
+            raise ConfigError(f"data.tasks={list(self.tasks)} mixes image and video tasks, but data.synthetic generates "
+                              "one benchmark per data.root; run image and video tasks with separate roots")
         for name in ("batch_size", "eval_batch_size", "max_train_examples", "max_eval_examples"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
@@ -98,7 +107,8 @@ class TaskDataset(Dataset):
         if not examples:
             raise ConfigError(f"task {task.name!r}: no examples found under {root}; check data.root and the split files")
         self.task, self.examples, self.seed, self.epoch = task, examples, seed, 0
-        self.stores = {d: H5FeatureStore(root / d, feat_dim) for d in {ex.feature_dir for ex in examples}}
+        store = FEATURE_STORES[task.feature_format]
+        self.stores = {d: store(root / d, feat_dim) for d in {ex.feature_dir for ex in examples}}
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -121,21 +131,24 @@ class TaskDataset(Dataset):
         return ex, feats, target, weight
 
     def check_features(self) -> None:
-        """Check that every referenced image exists with the right shape (no data read)."""
+        """Check that every referenced image or video exists with the right shape."""
         for ex in self.examples:
             for img in ex.images:
                 self.stores[ex.feature_dir].check(img)
 
 
 class Collator:
-    """Tokenises a list of items into a TaskBatch (prompt + text -> encoder, target -> labels)."""
+    """Tokenises a list of items into a TaskBatch (prompt and text -> encoder, target -> labels)."""
 
     def __init__(self, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, task_prompts: bool):
         self.task, self.tokenizer, self.task_prompts = task, tokenizer, task_prompts
 
     def source_text(self, ex: Example) -> str:
-        """The encoder input text of an example."""
-        return f"{self.task.prompt}{ex.text}" if self.task_prompts else ex.text
+        """The encoder input text of an example: image prompts prefix it, video prompts follow it after a space
+        (`f"{sent} {prompt}"`, spec 6.2)."""
+        if not self.task_prompts:
+            return ex.text
+        return f"{self.task.prompt}{ex.text}" if self.task.prompt_position == "prefix" else f"{ex.text} {self.task.prompt}"
 
     def __call__(self, items: list[tuple[Example, np.ndarray, str, float]]) -> TaskBatch:
         examples = [it[0] for it in items]
@@ -153,7 +166,7 @@ class Collator:
 def build_dataset(cfg: DataConfig, task: TaskSpec, split: Split, feat_dim: int, seed: int = 0) -> TaskDataset:
     """The dataset of one task and split, capped by the config's example limits."""
     if cfg.synthetic:
-        ensure_benchmark(cfg.root, SyntheticConfig(feat_dim=feat_dim))
+        SYNTHETIC[task.feature_format](cfg.root, feat_dim)
     examples = load_examples(task, cfg.root, split)
     cap = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
     return TaskDataset(task, examples[:cap] if cap else examples, Path(cfg.root), feat_dim, seed)

@@ -1,12 +1,19 @@
 """Visual feature stores in the on-disk formats of the paper's data (spec 7), read lazily.
 
 Image features: one HDF5 file per image, `<dir>/<img_id>.h5`, holding group `<img_id>` with dataset
-`features` of shape [49, 2048] (CLIP RN101 7x7 grid, usually float16). Only the requested image is
-read; files are opened per access so the store is safe to use from DataLoader worker processes.
+`features` of shape [49, 2048] (CLIP RN101 7x7 grid, usually float16).
+
+Video features: one NumPy archive per video, `<dir>/<vid_name>.npz`, holding array `features` of shape
+[T, 512] (one CLIP-ViT vector per frame, T varies). Each video is brought to exactly 64 frame tokens as
+the paper's loaders do (spec 6.1): zero-padded when T < 64, adaptive 1-D max-pooled when T > 64.
+
+Only the requested image or video is read; files are opened per access so the stores are safe to use
+from DataLoader worker processes.
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -15,6 +22,7 @@ import numpy as np
 from vlpet.errors import ConfigError
 
 GRID_TOKENS = 49  # 7x7 CLIP RN101 grid
+VIDEO_FRAMES = 64  # frame tokens per video after padding / pooling
 
 
 class H5FeatureStore:
@@ -63,4 +71,73 @@ def write_h5_features(directory: str | Path, img_id: str, features: np.ndarray) 
     path = Path(directory) / f"{img_id}.h5"
     with h5py.File(path, "w") as f:
         f.create_group(img_id).create_dataset("features", data=features)
+    return path
+
+
+def fit_frames(frames: np.ndarray, n_frames: int = VIDEO_FRAMES) -> np.ndarray:
+    """[T, F] frame features -> [n_frames, F]: zero rows appended when T < n_frames, adaptive 1-D max-pooling
+    (torch's `adaptive_max_pool1d` windows: [floor(i T / n), ceil((i + 1) T / n))) when T > n_frames."""
+    length, dim = frames.shape
+    if length < n_frames:
+        return np.concatenate([frames, np.zeros((n_frames - length, dim), frames.dtype)])
+    if length > n_frames:
+        idx = np.arange(n_frames)
+        starts, ends = idx * length // n_frames, -(-(idx + 1) * length // n_frames)
+        return np.stack([frames[s:e].max(axis=0) for s, e in zip(starts, ends)])
+    return frames
+
+
+class NpzFrameStore:
+    """Per-video frame features `<dir>/<vid_name>.npz` (key `features`, [T, feat_dim]) under one directory,
+    validated and returned as [n_frames, feat_dim] float32."""
+
+    key = "features"
+
+    def __init__(self, directory: str | Path, feat_dim: int, n_frames: int = VIDEO_FRAMES):
+        self.directory = Path(directory)
+        self.feat_dim, self.n_frames = feat_dim, n_frames
+        if not self.directory.is_dir():
+            raise ConfigError(f"{self.directory}: frame feature directory not found; expected one <vid_name>.npz per "
+                              f"video with array '{self.key}' of shape [T, {feat_dim}] (see README, data layout)")
+
+    def path(self, vid_name: str) -> Path:
+        """The file holding `vid_name`."""
+        return self.directory / f"{vid_name}.npz"
+
+    def check(self, vid_name: str) -> None:
+        """Raise a ConfigError unless `vid_name` is present with [T, feat_dim] features (frame files are small,
+        so this reads the array)."""
+        self._read(vid_name)
+
+    def __call__(self, vid_name: str) -> np.ndarray:
+        """The float32 frame features of one video, shape [n_frames, feat_dim]."""
+        return fit_frames(self._read(vid_name).astype(np.float32), self.n_frames)
+
+    def _read(self, vid_name: str) -> np.ndarray:
+        path = self.path(vid_name)
+        if not path.is_file():
+            raise ConfigError(f"{path}: missing frame feature file for video {vid_name!r} (expected array "
+                              f"'{self.key}' of shape [T, {self.feat_dim}])")
+        try:
+            archive = np.load(path)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ConfigError(f"{path}: holds a bare array; expected an .npz archive with key {self.key!r}")
+            with archive:
+                if self.key not in archive.files:
+                    raise ConfigError(f"{path}: no array {self.key!r}; found keys {archive.files[:5]}")
+                frames = archive[self.key]
+        except ConfigError:
+            raise
+        except (OSError, ValueError, zipfile.BadZipFile) as err:  # truncated, not a zip, pickled object arrays
+            raise ConfigError(f"{path}: not a readable .npz archive ({err})") from None
+        if frames.ndim != 2 or frames.shape[0] == 0 or frames.shape[1] != self.feat_dim:
+            raise ConfigError(f"{path}: {self.key} has shape {list(frames.shape)}, expected [T, {self.feat_dim}] with "
+                              "T >= 1 (check backbone.feat_dim; CLIP-ViT frame features are 512-d)")
+        return frames
+
+
+def write_npz_features(directory: str | Path, vid_name: str, frames: np.ndarray) -> Path:
+    """Write one video's [T, F] frame features in the paper's layout (used by the synthetic video benchmark)."""
+    path = Path(directory) / f"{vid_name}.npz"
+    np.savez(path, features=frames)
     return path

@@ -15,8 +15,10 @@ import json
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,11 +67,19 @@ class World:
         slots = self.rng.sample(SLOTS, self.rng.randint(1, 3))
         return sorted(((self.rng.choice(COLORS), self.rng.choice(SHAPES), r, c) for r, c in slots), key=lambda o: o[2:])
 
+    def noise(self, *shape: int) -> np.ndarray:
+        """Small non-negative background noise of shape [*shape, feat_dim] (float32)."""
+        return np.abs(self.np_rng.normal(0, 0.05, (*shape, self.feat_dim))).astype(np.float32)
+
+    def object_code(self, color: str, shape: str) -> np.ndarray:
+        """The feature vector an object adds where it is visible: its colour code plus its shape code."""
+        return self.color_code[color] + self.shape_code[shape]
+
     def features(self, objects: list[Obj]) -> np.ndarray:
         """[49, feat_dim] float16 grid features of a scene."""
-        grid = np.abs(self.np_rng.normal(0, 0.05, (7, 7, self.feat_dim))).astype(np.float32)
+        grid = self.noise(7, 7)
         for color, shape, r, c in objects:
-            grid[r, c] += self.color_code[color] + self.shape_code[shape]
+            grid[r, c] += self.object_code(color, shape)
         return grid.reshape(49, self.feat_dim).astype(np.float16)
 
 
@@ -224,7 +234,7 @@ def generate(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> Path
                             "sent": sent, "uid": f"{name}-{i}"})
         _dump(root / "nlvr" / f"{name}.json", entries)
 
-    _dump(root / STAMP, {**asdict(cfg), "version": VERSION})
+    write_stamp(root, cfg, VERSION)
     return root
 
 
@@ -246,18 +256,24 @@ def benchmark_texts(root: str | Path) -> list[str]:
 
 
 def ensure_benchmark(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
-    """Generate the benchmark under `root` unless the same configuration is already there.
+    """Generate the benchmark under `root` unless the same configuration is already there."""
+    return ensure_generated(root, cfg, generate, VERSION)
+
+
+def ensure_generated(root: str | Path, cfg: Any, generator: Callable[[Path, Any], Path], version: int) -> Path:
+    """Run `generator(dir, cfg)` for `root` unless `root` holds the stamp of the same `cfg` and `version`
+    (the generator writes that stamp with `write_stamp`).
 
     Safe when several processes call it at once (Ray workers on one node): each writes into its own
     temporary directory and the first atomic rename wins.
     """
     root = Path(root)
-    if _current(root, cfg):
+    if _current(root, cfg, version):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    generate(tmp, cfg)
-    if root.exists() and not _current(root, cfg):
+    generator(tmp, cfg)
+    if root.exists() and not _current(root, cfg, version):
         shutil.rmtree(root, ignore_errors=True)  # an older or different benchmark
     try:
         tmp.rename(root)
@@ -266,6 +282,11 @@ def ensure_benchmark(root: str | Path, cfg: SyntheticConfig = SyntheticConfig())
     return root
 
 
-def _current(root: Path, cfg: SyntheticConfig) -> bool:
+def write_stamp(root: Path, cfg: Any, version: int) -> None:
+    """Record which generator configuration and version produced the benchmark under `root`."""
+    _dump(root / STAMP, {**asdict(cfg), "version": version})
+
+
+def _current(root: Path, cfg: Any, version: int) -> bool:
     stamp = root / STAMP
-    return stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps({**asdict(cfg), "version": VERSION}))
+    return stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps({**asdict(cfg), "version": version}))

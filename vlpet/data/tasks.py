@@ -1,5 +1,6 @@
-"""The image-text tasks as data: where their annotations and features live (the VL-Adapter layout the
-paper uses, spec 6-9), how an annotation becomes an example, how each task decodes and is scored.
+"""The image-text and video-text tasks as data: where their annotations and features live (the
+VL-Adapter / VALUE layout the paper uses, spec 6-9), how an annotation becomes an example, how each task
+decodes and is scored.
 
 Layout under the datasets root (keys and shapes in the README):
 
@@ -12,6 +13,24 @@ Layout under the datasets root (keys and shapes in the README):
     GQA/clip_features/data_clip_RN101_att/      features of GQA testdev images
     nlvr/{train,valid,test}.json                [{identifier, img0, img1, label 0/1, sent, uid}]
     nlvr/clip_features/data_clip_RN101_att/
+
+    video/ann/{tv,how2,yc2}_subtitles.jsonl     one line per video: {vid_name, sub: [{start, end, text}]}
+    video/ann/tvqa/tvqa_{train,val,test_public}.jsonl
+                                                {qid, vid_name, show_name, q, a0..a4, answer_idx, ts: "s-e"}
+    video/ann/how2qa/how2qa_{train,val,test_public}_release.jsonl
+                                                {qid, vid_name, q, a0..a3, answer_idx, ts}
+    video/ann/tvc/tvc_{train,val,test}_release.jsonl
+                                                {vid_name, duration, ts: [s, e], clip_id, descs: [{desc, desc_id, type}]}
+    video/ann/yc2c/yc2c_{train,val,test}_release.jsonl
+                                                {vid_name, duration, clip_id, descs: [{desc, desc_id}]}
+    video/vis_features/{tv,how2,yc2}/clip-vit/<vid_name>.npz    array `features` [T, 512]
+
+Video inputs follow the paper's loaders (`src/video/*_data.py`): the subtitle texts of the *whole* video
+(`vid_name` is already a clip of the show) joined in file order after "[Subs]", then the question, the
+raw `ts` value and the choices; the `ts` moment is given to the model as text, not used to cut subtitles
+(cutting them would change the inputs the paper's numbers come from). The VALUE test files carry no
+answers / descs (they are leaderboard submissions); the loaders require them, so `test` is only usable
+with labelled files.
 """
 
 from __future__ import annotations
@@ -19,7 +38,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +48,10 @@ COCO_FEATS = "COCO/clip_features/data_clip_RN101_att"
 VG_FEATS = "VG/clip_features/data_clip_RN101_att"
 GQA_FEATS = "GQA/clip_features/data_clip_RN101_att"
 NLVR_FEATS = "nlvr/clip_features/data_clip_RN101_att"
+VIDEO_ANN = "video/ann"
+# Video sources: subtitles file and frame-feature directory (TV shows: TVQA + TVC; How2; YouCook2).
+VIDEO_SOURCES = {name: (f"{VIDEO_ANN}/{name}_subtitles.jsonl", f"video/vis_features/{name}/clip-vit")
+                 for name in ("tv", "how2", "yc2")}
 Split = Literal["train", "val", "test"]
 
 
@@ -50,12 +73,17 @@ class Example:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task as data: prompt, batch share, decoding, loss and scoring, and its annotation loader."""
+    """A task as data: prompt, batch share, decoding, loss and scoring, and its annotation loader.
+
+    `prompt_position`: image prompts are prepended, video prompts appended (spec 6.2).
+    `feature_format`: "h5" per-image grid features (H5FeatureStore), "npz" per-video frame features
+    (NpzFrameStore). `decode`: "beam_answer" is beam search for a short answer (video QA's "aK").
+    """
 
     name: str
     prompt: str
     batch_scale: float
-    decode: Literal["greedy", "beam", "true_false"]
+    decode: Literal["greedy", "beam", "beam_answer", "true_false"]
     loss: Literal["example", "token"]
     weighted: bool
     max_source_len: int | None
@@ -63,6 +91,8 @@ class TaskSpec:
     splits: dict[str, tuple[str, ...]]
     load: Callable[[Path, str], list[Example]] = field(repr=False)
     metric: str = "accuracy"
+    prompt_position: Literal["prefix", "suffix"] = "prefix"
+    feature_format: Literal["h5", "npz"] = "h5"
 
 
 def read_json(path: Path) -> Any:
@@ -84,8 +114,22 @@ def require(entry: Any, fields: tuple[str, ...], path: Path, index: int) -> None
             raise ConfigError(f"{path}: entry {index} has no field {name!r} (required: {', '.join(fields)})")
 
 
+def read_jsonl(path: Path) -> list[Any]:
+    """Parse a JSON Lines annotation file (blank lines skipped) with clear errors."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: annotation file not found (see README, data layout)")
+    data = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                data.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{path}: line {number} is not valid JSON ({err})") from None
+    return data
+
+
 def _entries(path: Path, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    data = read_json(path)
+    data = read_jsonl(path) if path.suffix == ".jsonl" else read_json(path)
     if not isinstance(data, list):
         raise ConfigError(f"{path}: expected a JSON list of entries, got {type(data).__name__}")
     for i, entry in enumerate(data):
@@ -173,6 +217,58 @@ def _karpathy(path: Path) -> list[dict[str, Any]]:
     return data["images"]
 
 
+@lru_cache(maxsize=4)
+def _subtitles(path: Path) -> dict[str, str]:
+    """vid_name -> its subtitle texts, stripped and joined in file order (the paper's "[Subs]" body)."""
+    subs = {}
+    for i, entry in enumerate(_entries(path, ("vid_name", "sub"))):
+        for line in entry["sub"]:
+            if not isinstance(line, dict) or "text" not in line:
+                raise ConfigError(f"{path}: entry {i} ({entry['vid_name']}) has a subtitle without 'text'")
+        subs[entry["vid_name"]] = " ".join(line["text"].strip() for line in entry["sub"])
+    return subs
+
+
+def _video_text(root: Path, source: str, ann: Path, index: int, entry: dict[str, Any]) -> str:
+    """"[Subs] <all subtitle texts of the video>" for one annotation entry."""
+    path = root / VIDEO_SOURCES[source][0]
+    subs = _subtitles(path)
+    if entry["vid_name"] not in subs:
+        raise ConfigError(f"{path}: no subtitles for video {entry['vid_name']!r} (used by {ann.name} entry {index})")
+    return f"[Subs] {subs[entry['vid_name']]}"
+
+
+def load_video_qa(root: Path, name: str, folder: str, source: str, n_choices: int) -> list[Example]:
+    """TVQA / How2QA file `name`: "[Subs] … [Q] q [TS] (ts) [Choices] a0: …. a1: …." -> "a<answer_idx>"."""
+    path = root / VIDEO_ANN / folder / f"{name}.jsonl"
+    choices = tuple(f"a{k}" for k in range(n_choices))
+    out = []
+    for i, e in enumerate(_entries(path, ("qid", "vid_name", "q", "ts", "answer_idx", *choices))):
+        if e["answer_idx"] not in range(n_choices):
+            raise ConfigError(f"{path}: entry {i} has answer_idx {e['answer_idx']!r}; expected 0..{n_choices - 1}")
+        listed = " ".join(f"{a}: {e[a].strip('. ')}." for a in choices)
+        text = " ".join([_video_text(root, source, path, i, e), f"[Q] {e['q'].strip()}", f"[TS] ({e['ts']})",
+                         f"[Choices] {listed}"])
+        answer = f"a{e['answer_idx']}"
+        out.append(Example(str(e["qid"]), (e["vid_name"],), VIDEO_SOURCES[source][1], text, {answer: 1.0}, answer))
+    return out
+
+
+def load_video_caption(root: Path, name: str, folder: str, source: str, with_ts: bool) -> list[Example]:
+    """TVC / YC2C file `name`: "[Subs] …" (TVC: + " [TS] (ts)") -> one example per desc, whose single
+    reference is that desc (the paper scores CIDEr with one reference per desc entry, spec 8)."""
+    path = root / VIDEO_ANN / folder / f"{name}.jsonl"
+    out = []
+    for i, e in enumerate(_entries(path, ("vid_name", "descs", *(("ts",) if with_ts else ())))):
+        text = _video_text(root, source, path, i, e) + (f" [TS] ({e['ts']})" if with_ts else "")
+        for d in e["descs"]:
+            if not isinstance(d, dict) or "desc" not in d or "desc_id" not in d:
+                raise ConfigError(f"{path}: entry {i} has a desc without 'desc' or 'desc_id'")
+            desc = d["desc"].strip()
+            out.append(Example(str(d["desc_id"]), (e["vid_name"],), VIDEO_SOURCES[source][1], text, {desc: 1.0}, [desc]))
+    return out
+
+
 # Batch shares, prompts and decoding follow the paper's code (spec 6.2, 6.4, 9). GQA's prompt keeps
 # the code's typo "gpa: " so runs match the paper.
 TASKS: dict[str, TaskSpec] = {
@@ -185,6 +281,25 @@ TASKS: dict[str, TaskSpec] = {
                      {"train": ("train",), "val": ("valid",), "test": ("test",)}, load_nlvr, "accuracy"),
     "caption": TaskSpec("caption", "caption: ", 50 / 60, "beam", "token", False, 40, 40,
                         {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}, load_caption, "cider"),
+}
+# Video tasks (spec 6.2-6.4, 8, 9): prompt appended, source <= 600 tokens, target <= 20, every task at the
+# base batch size, per-example loss; QA answers "aK" by beam search and exact match, captions CIDEr.
+_VIDEO = dict(batch_scale=1.0, loss="example", weighted=False, max_source_len=600, max_target_len=20,
+              prompt_position="suffix", feature_format="npz")
+TASKS |= {
+    "tvqa": TaskSpec("tvqa", "tvqa: ", decode="beam_answer", metric="accuracy",
+                     splits={"train": ("tvqa_train",), "val": ("tvqa_val",), "test": ("tvqa_test_public",)},
+                     load=partial(load_video_qa, folder="tvqa", source="tv", n_choices=5), **_VIDEO),
+    "how2qa": TaskSpec("how2qa", "how2qa: ", decode="beam_answer", metric="accuracy",
+                       splits={"train": ("how2qa_train_release",), "val": ("how2qa_val_release",),
+                               "test": ("how2qa_test_public_release",)},
+                       load=partial(load_video_qa, folder="how2qa", source="how2", n_choices=4), **_VIDEO),
+    "tvc": TaskSpec("tvc", "tvc: ", decode="beam", metric="cider",
+                    splits={"train": ("tvc_train_release",), "val": ("tvc_val_release",), "test": ("tvc_test_release",)},
+                    load=partial(load_video_caption, folder="tvc", source="tv", with_ts=True), **_VIDEO),
+    "yc2c": TaskSpec("yc2c", "yc2c: ", decode="beam", metric="cider",
+                     splits={"train": ("yc2c_train_release",), "val": ("yc2c_val_release",), "test": ("yc2c_test_release",)},
+                     load=partial(load_video_caption, folder="yc2c", source="yc2", with_ts=False), **_VIDEO),
 }
 
 

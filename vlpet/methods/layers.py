@@ -140,6 +140,24 @@ class SmallGate(nn.Module):
         return torch.sigmoid(self.proj(torch.cat([x, h], dim=-1))).mean(dim=1, keepdim=True)
 
 
+GRANULARITIES = ("small", "middleX", "middleY", "large")
+
+
+def make_gate(granularity: str, d_model: int, rank: int, middle_y_sigmoid: bool = False) -> nn.Module:
+    """The granularity-controlled gate G of one sub-layer (spec 1.3), shared by VL-PET and the gated
+    adapter/Compacter of Table 9. `rank` is r_g, used by the large gate only; `middle_y_sigmoid`
+    selects Fig. 3's 1 + σ(z) for middleY. Gates are plain linear layers whatever the adapter is."""
+    if granularity == "large":
+        return LargeGate(d_model, rank)
+    if granularity == "middleX":
+        return MiddleXGate(d_model)
+    if granularity == "middleY":
+        return MiddleYGate(d_model, sigmoid=middle_y_sigmoid)
+    if granularity == "small":
+        return SmallGate(d_model)
+    raise ValueError(f"unknown gate granularity {granularity!r}; valid: {', '.join(GRANULARITIES)}")
+
+
 class AdaptedSublayer(nn.Module):
     """Wraps a frozen sub-layer whose output is H: returns s · G(X, H') ⊙ H' with H' = H + ΔH(H).
 

@@ -19,10 +19,8 @@ from functools import partial
 
 from vlpet.methods.base import MethodConfig, check_positive, check_rank, layer_norm_names, register_method
 from vlpet.methods.inject import new_module, wrap_cross_attention_values, wrap_sublayers
-from vlpet.methods.layers import Bottleneck, LargeGate, MiddleXGate, MiddleYGate, SmallGate
+from vlpet.methods.layers import GRANULARITIES, Bottleneck, make_gate
 from vlpet.models.vl_model import VLModel
-
-GRANULARITIES = ("small", "middleX", "middleY", "large")
 
 
 @register_method
@@ -73,15 +71,10 @@ class VLPETConfig(MethodConfig):
     def inject(self, model: VLModel) -> None:
         d = model.d_model
         zero = self.zero_init if self.zero_init is not None else model.family == "t5"
-        gates = {
-            "large": partial(LargeGate, d, self.gate_rank or self.rank),
-            "middleX": partial(MiddleXGate, d),
-            "middleY": partial(MiddleYGate, d, sigmoid=self.middle_y_sigmoid),
-            "small": partial(SmallGate, d),
-        }
+        gate = partial(make_gate, self.granularity, d, self.gate_rank or self.rank, self.middle_y_sigmoid)
         wrap_sublayers(model, "encoder", ("self_attn", "ffn"),
                        delta=lambda: new_module(model, partial(Bottleneck, d, self.rank), zero),
-                       gate=lambda: new_module(model, gates[self.granularity], zero),
+                       gate=lambda: new_module(model, gate, zero),
                        scale=self.scale)
         wrap_cross_attention_values(model, lambda: new_module(model, partial(Bottleneck, d, self.decoder_rank), zero))
 

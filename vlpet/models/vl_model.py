@@ -161,6 +161,15 @@ class VLModel(nn.Module):
         self.visual_embedding = VisualEmbedding(cfg.feat_dim, self.d_model, self.family, cfg.n_boxes)
         self.pet_prompt: nn.Module | None = None
         self.method: Any = None  # the applied MethodConfig, set by apply_method
+        self.active_task: str | None = None  # the task named by the last set_task call
+
+    def set_task(self, task: str | None) -> None:
+        """Name the task of the following forward / generate calls (e.g. "vqa"). Task-conditioned PET
+        modules (Hyperformer's hyper-networks) declare an `active_task` attribute and receive it
+        here; every other method ignores it. Call it before each single-task batch."""
+        for module in self.modules():
+            if hasattr(module, "active_task"):
+                module.active_task = task
 
     @property
     def d_model(self) -> int:

@@ -41,9 +41,11 @@ def train_worker(config: dict[str, Any]) -> None:
     ctx = WorkerContext(rank=context.get_world_rank(), world_size=world, device=ray.train.torch.get_device(),
                         prepare_model=ray.train.torch.prepare_model if world > 1 else (lambda m: m))
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:

@@ -1,0 +1,65 @@
+"""A real two-node Ray cluster on 127.0.0.1 for tests: `ray start --head` plus `ray start --address`
+(two raylets), each with its own CPU, stopped by killing exactly the processes it started (found by
+the cluster's private temp dir in their command lines)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+
+RAY = str(Path(sys.executable).with_name("ray"))
+NODE_ARGS = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--memory=2000000000",
+             "--object-store-memory=200000000", "--disable-usage-stats"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TwoNodeCluster:
+    """Head + one worker node on loopback; `address` for `--address`, `stop()` ends only its processes."""
+
+    def __init__(self) -> None:
+        self.temp_dir = tempfile.mkdtemp(prefix="vlpet-ray-")
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token"}
+
+    def start(self) -> TwoNodeCluster:
+        subprocess.run([RAY, "start", "--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
+                        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}",
+                        *NODE_ARGS], env=self.env, check=True, capture_output=True, timeout=120)
+        subprocess.run([RAY, "start", f"--address={self.address}", *NODE_ARGS], env=self.env, check=True,
+                       capture_output=True, timeout=120)
+        return self
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process of this cluster (its temp dir appears in their command lines)."""
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if self.temp_dir in " ".join(proc.info["cmdline"] or []):
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
+
+    def worker_raylet(self) -> psutil.Process:
+        """The second node's raylet (its socket is named raylet.1)."""
+        return next(p for p in self.processes() if "raylet.1" in " ".join(p.cmdline()))
+
+    def stop(self) -> None:
+        procs = self.processes()
+        for proc in procs:
+            proc.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for proc in alive:
+            proc.kill()
