@@ -31,7 +31,9 @@ class TwoNodeCluster:
         self.temp_dir = tempfile.mkdtemp(prefix="vlpet-ray-")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token"}
+        # detect a dead node within seconds instead of Ray's default tens of seconds
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_health_check_period_ms": "1000",
+                    "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "1000"}
 
     def start(self) -> TwoNodeCluster:
         subprocess.run([RAY, "start", "--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",

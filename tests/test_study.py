@@ -3,7 +3,6 @@ search-space validity, and bad input rejected before any trial."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import optuna
@@ -16,6 +15,7 @@ from studies.frontier import main as frontier_main
 from studies.search_space import DEFAULT_SPACES
 from studies.study_config import study_from_dict
 from tests.conftest import SMALL
+from studies.ray_cluster import connect
 from vlpet.errors import ConfigError
 from vlpet.train.config import RunSpec
 
@@ -43,9 +43,7 @@ def final_rows(table: pd.DataFrame) -> pd.DataFrame:
 def ray_cluster(tmp_path_factory):
     import ray
 
-    os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
-    ray.init(num_cpus=3, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-             _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
+    connect(num_cpus=3, _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import SMALL
 from vlpet.checkpoint import WEIGHTS
+from studies.ray_cluster import connect
 from vlpet.errors import ConfigError
 from vlpet.train.config import RunSpec
 from vlpet.train.loop import STATE_FILE, copy_checkpoint, run_training
@@ -68,10 +68,9 @@ def test_nan_loss_stops_with_a_reason(bench, tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def ray_local(tmp_path_factory):
-    ray = pytest.importorskip("ray")
-    os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
-    ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-             _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
+    import ray
+
+    connect(num_cpus=4, _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
     yield ray
     ray.shutdown()
 

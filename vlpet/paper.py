@@ -1,4 +1,4 @@
-"""The VL-PET paper's image-text results (Table 2; spec section 10), as plain data.
+"""The VL-PET paper's image-text results (Table 2, and Table 9 below; spec section 10), as plain data.
 
 Rows: (variant, paper method name, Params %, VQA, GQA, NLVR2, COCO CIDEr, Avg). The T5-base baseline
 rows are the LST paper's numbers, which the VL-PET authors copied; their Params % are not reproduced
@@ -31,5 +31,22 @@ TABLE2: dict[str, list[tuple[str, str, float, float, float, float, float, float]
         ("vlpet-middlex", "VL-PET-middleX", 4.50, 66.63, 55.87, 74.11, 120.41, 79.26),
         ("vlpet-middley", "VL-PET-middleY", 4.50, 66.62, 55.87, 73.91, 120.26, 79.17),
         ("vlpet-large", "VL-PET-large", 7.31, 66.95, 56.06, 73.42, 121.66, 79.52),
+    ],
+}
+
+# Table 9: VL-PET's granularity-controlled gates G and lightweight designs LW applied to other PET
+# methods, BART-base, same columns as TABLE2 (spec 10). The spec records only the Avg of the
+# VL-Adapter + G + LW rows; their per-task scores are None. The Compacter row is the Table 2 baseline.
+TABLE9: dict[str, list[tuple[str, str, float, float | None, float | None, float | None, float | None, float]]] = {
+    "bart-base": [
+        ("compacter", "Compacter", 2.70, 64.63, 52.70, 71.11, 114.69, 75.78),
+        ("compacter+g-small+lw", "Compacter + G_small + LW", 2.08, 64.14, 52.84, 71.04, 118.77, 76.70),
+        ("compacter+g-middlex+lw", "Compacter + G_middleX + LW", 2.07, 64.35, 53.10, 70.57, 119.02, 76.76),
+        ("compacter+g-middley+lw", "Compacter + G_middleY + LW", 2.07, 64.00, 52.49, 70.81, 117.48, 76.20),
+        ("compacter+g-large+lw", "Compacter + G_large + LW", 3.28, 65.60, 54.05, 71.66, 119.55, 77.72),
+        ("adapter+g-small+lw", "VL-Adapter + G_small + LW", 2.98, None, None, None, None, 77.74),
+        ("adapter+g-middlex+lw", "VL-Adapter + G_middleX + LW", 2.98, None, None, None, None, 78.00),
+        ("adapter+g-middley+lw", "VL-Adapter + G_middleY + LW", 2.98, None, None, None, None, 77.58),
+        ("adapter+g-large+lw", "VL-Adapter + G_large + LW", 4.16, None, None, None, None, 78.47),
     ],
 }

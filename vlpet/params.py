@@ -92,12 +92,13 @@ def variant_report(arch: str, name: str, feat_dim: int = 2048) -> ParamReport:
 def paper_table(arch: str, feat_dim: int = 2048) -> str:
     """Trainable, total and Params (%) of every variant on `arch`, beside the paper's value."""
     family = PRESETS[arch][0]
+    width = max(map(len, VARIANTS[family])) + 2
     lines = [f"Params on {arch} (feat_dim {feat_dim}); percent = trainable / total of the final model",
-             f"{'variant':<16}{'trainable':>14}{'total':>14}{'ours %':>9}{'paper %':>9}"]
+             f"{'variant':<{width}}{'trainable':>14}{'total':>14}{'ours %':>9}{'paper %':>9}"]
     for name in VARIANTS[family]:
         rep = variant_report(arch, name, feat_dim)
         paper = PAPER_PARAMS_PERCENT.get((arch, name))
-        lines.append(f"{name:<16}{rep.trainable:>14,}{rep.total:>14,}{rep.percent:>9.2f}"
+        lines.append(f"{name:<{width}}{rep.trainable:>14,}{rep.total:>14,}{rep.percent:>9.2f}"
                      f"{(f'{paper:.2f}' if paper is not None else '-'):>9}")
     return "\n".join(lines)
 

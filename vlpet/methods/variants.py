@@ -1,5 +1,6 @@
 """The paper's named variants with its hyper-parameters (spec 3-4), per backbone family, and the
-Params (%) the paper reports for them (spec 5, 10)."""
+Params (%) the paper reports for them (spec 5, 10): Table 2's methods and Table 9's VL-PET designs
+on other PET methods (`compacter+g-small+lw`, ..., `adapter+g-large+lw`)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,37 @@ from typing import Any
 
 from vlpet.errors import unknown
 from vlpet.methods.base import MethodConfig, method_from_dict
-from vlpet.paper import TABLE2
+from vlpet.methods.layers import GRANULARITIES
+from vlpet.paper import TABLE2, TABLE9
+
+_ADAPTER = {"method": "adapter", "reduction_factor": 8}
+_COMPACTER = {"method": "compacter", "reduction_factor": 8, "hypercomplex_division": 2}
 
 _BART: dict[str, dict[str, Any]] = {
     "full": {"method": "full"},
     "bitfit": {"method": "bitfit"},
     "prompt": {"method": "prompt", "length": 40, "mid_dim": 800},
-    "compacter": {"method": "compacter", "reduction_factor": 8, "hypercomplex_division": 2},
+    "compacter": _COMPACTER,
     "lora": {"method": "lora", "rank": 128, "alpha": 32.0},
-    "adapter": {"method": "adapter", "reduction_factor": 8},
+    "adapter": _ADAPTER,
+    "hyperformer": {"method": "hyperformer", "reduction_factor": 8, "task_embedding_dim": 512, "hidden_dim": 128,
+                    "projected_dim": 8},
     **{f"vlpet-{g.lower()}": {"method": "vlpet", "granularity": g, "rank": 96, "n_heads": 4, "scale": 1.0,
                               "decoder_rank": 96}
-       for g in ("small", "middleX", "middleY", "large")},
+       for g in GRANULARITIES},
+    # Table 9: r = r_g = r_dec = 96 (the bottleneck size, left to follow reduction_factor), s = 1.
+    **{f"{base}+g-{g.lower()}+lw": {**cfg, "gate": g, "lightweight": True}
+       for base, cfg in (("compacter", _COMPACTER), ("adapter", _ADAPTER))
+       for g in GRANULARITIES},
 }
-# T5-base VL-PET: r = r_g = 192, s = 0.3 (README commands); baselines as for BART.
+# T5-base VL-PET: r = r_g = 192, s = 0.3 (README commands); baselines and the Table 9 designs (a
+# BART-only table) as for BART, so that every variant name exists in both families.
 _T5 = {**_BART, **{name: {**cfg, "rank": 192, "scale": 0.3} for name, cfg in _BART.items() if name.startswith("vlpet")}}
 VARIANTS = {"bart": _BART, "t5": _T5}
 
 # The paper's Params (%) per (backbone preset, variant).
-PAPER_PARAMS_PERCENT = {(backbone, row[0]): row[2] for backbone, rows in TABLE2.items() for row in rows}
+PAPER_PARAMS_PERCENT = {(backbone, row[0]): row[2] for table in (TABLE2, TABLE9)
+                        for backbone, rows in table.items() for row in rows}
 
 
 def variant(name: str, family: str = "bart", **overrides: Any) -> MethodConfig:

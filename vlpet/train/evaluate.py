@@ -1,5 +1,6 @@
 """Per-task decoding and scoring (spec 6.4, 8): greedy answers for VQA/GQA, true/false logits for
-NLVR2, beam search for captions; each task scored by its official metric, plus their average."""
+NLVR2, beam search for captions (image and video) and for the video QA answers "aK"; each task scored by
+its official metric, plus their average."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ METRICS = {"vqa_accuracy": vqa_accuracy, "gqa_accuracy": gqa_accuracy, "accuracy
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """Generation settings. The paper: captions with 5 beams and max length 20 (spec 6.4); answers greedy.
+    """Generation settings. The paper: captions with 5 beams and max length 20 (spec 6.4); image answers
+    greedy; video QA answers ("aK") with the same beams, up to answer_max_new_tokens tokens.
 
     no_repeat_ngram_size applies to captions only, as bart-base's hub generation config did.
     """
@@ -56,6 +58,8 @@ def predict(model: VLModel, batch: TaskBatch, task: TaskSpec, tokenizer: PreTrai
     if task.decode == "beam":
         kwargs: dict[str, Any] = dict(num_beams=decode.num_beams, max_length=decode.caption_max_length,
                                       no_repeat_ngram_size=decode.no_repeat_ngram_size, early_stopping=True)
+    elif task.decode == "beam_answer":
+        kwargs = dict(num_beams=decode.num_beams, max_new_tokens=decode.answer_max_new_tokens, early_stopping=True)
     else:
         kwargs = dict(num_beams=1, max_new_tokens=decode.answer_max_new_tokens, do_sample=False)
     ids = model.generate(batch.inputs, **kwargs)

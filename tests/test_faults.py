@@ -1,0 +1,90 @@
+"""Faults on a real two-node cluster: the worker node's raylet is killed mid-study; the affected trial
+is retried from its last checkpoint and the results table holds every trial exactly once with every
+finished epoch. A trial whose loss goes NaN fails cleanly and the study goes on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.ray_nodes import TwoNodeCluster
+from tests.test_study import final_rows, study_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def two_nodes():
+    cluster = TwoNodeCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+def _frontier(config: Path, study_dir: Path, address: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "token"}
+    return subprocess.Popen([sys.executable, str(ROOT / "studies" / "frontier.py"), "--config", str(config),
+                             "--address", address, "--study-dir", str(study_dir), "--no-report"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_killed_worker_node_loses_no_trial_and_no_epoch(two_nodes, bench, tokenizer_dir, tmp_path):
+    data = study_dict(bench, tokenizer_dir, variants=["vlpet-large"], trials_per_variant=2, max_concurrent_trials=2,
+                      asha=False, max_failures=3)
+    data["run"]["train"]["epochs"] = 3
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(data))
+    study_dir = tmp_path / "study"
+    proc = _frontier(config, study_dir, two_nodes.address)
+    results = study_dir / "results.parquet"
+    deadline = time.time() + 400
+    while time.time() < deadline:  # both trials running, one per node, past their first epoch
+        if results.is_file() and pd.read_parquet(results)["node_id"].nunique() == 2:
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the two trials never ran on the two nodes")
+    two_nodes.worker_raylet().kill()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    table = pd.read_parquet(results)
+    final = final_rows(table)
+    assert len(final) == 2 and (final["status"] == "completed").all()  # none lost
+    assert not table.duplicated(["trial_id", "epoch"]).any()  # none duplicated
+    for _, rows in table.groupby("trial_id"):
+        assert sorted(rows["epoch"]) == [1, 2, 3]  # every finished epoch kept
+
+
+@pytest.mark.slow
+def test_nan_trial_fails_cleanly_and_the_study_goes_on(bench, tokenizer_dir, tmp_path):
+    import ray
+
+    from studies.driver import run_study
+    from studies.ray_cluster import connect
+    from studies.study_config import study_from_dict
+
+    data = study_dict(bench, tokenizer_dir, variants=["vlpet-large"], trials_per_variant=2, max_concurrent_trials=1,
+                      asha=False, max_failures=0)
+    # one of the two sampled learning rates explodes the loss; the other trains normally
+    data["search"]["vlpet"]["lr"] = {"choice": [1.0e6, 1.0e-3]}
+    data["run"]["train"]["clip_grad_norm"] = 0.0
+    data["study"]["sampler_seed"] = 3
+    connect(num_cpus=2, log_to_driver=False)
+    try:
+        table = run_study(study_from_dict(data), tmp_path / "study")
+    finally:
+        ray.shutdown()
+    final = final_rows(table)
+    lrs = final["config"].map(lambda c: yaml.safe_load(c)["lr"])
+    assert set(lrs) == {1.0e6, 1.0e-3}, "the sampler should try both learning rates"
+    failed = final[lrs == 1.0e6]
+    assert (failed["status"] == "failed").all() and failed["error"].str.contains("loss became").all()
+    assert (final[lrs == 1.0e-3]["status"] == "completed").all()
