@@ -15,12 +15,16 @@ from transformers import AutoTokenizer
 
 from vlpet.data import TASKS
 from vlpet.data.synthetic import SyntheticConfig, benchmark_texts, generate
+from vlpet.data.synthetic_video import SyntheticVideoConfig, generate_video
 from vlpet.data.tokenizer import train_tokenizer
 from vlpet.models import BackboneConfig, VLInputs, build_vl_model
 
 # A small embedded benchmark with 16-d features: every task and split, generated in about a second.
 SMALL = SyntheticConfig(feat_dim=16, coco_train=12, coco_eval=4, vg_images=8, gqa_testdev=4, nlvr_images=10,
                         nlvr_pairs=(16, 6, 6), questions_per_image=2)
+
+# A small embedded video benchmark with 16-d frames: every video task and split, in well under a second.
+SMALL_VIDEO = SyntheticVideoConfig(feat_dim=16, videos=(6, 3, 3), questions_per_video=2)
 
 FEAT_DIM = 24
 
@@ -69,3 +73,9 @@ def tokenizer_dir(bench) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer(tokenizer_dir):
     return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def video_bench(tmp_path_factory) -> Path:
+    """The SMALL_VIDEO benchmark, generated once per test session."""
+    return generate_video(tmp_path_factory.mktemp("video_bench"), SMALL_VIDEO)

@@ -110,10 +110,9 @@ def video_question(rng: random.Random, events: list[Event], n_choices: int) -> t
     else:
         subject = f"{event.color} object" if kind == "shape" else f"{ORDINALS[k]} object"
         question, answer, pool = f"what shape is the {subject} ?", event.shape, SHAPES
-    choices = rng.sample([p for p in pool if p != answer], n_choices - 1)
-    index = rng.randrange(n_choices)
-    choices.insert(index, answer)
-    return question, choices, index, event
+    chosen = {answer, *rng.sample([p for p in pool if p != answer], n_choices - 1)}
+    choices = [p for p in pool if p in chosen]  # in the world's order: see the module docstring
+    return question, choices, choices.index(answer), event
 
 
 def _window(e: Event) -> str:

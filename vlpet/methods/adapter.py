@@ -73,13 +73,15 @@ class AdapterConfig(MethodConfig):
                 raise self.error(name, "must be a positive integer or null (= the bottleneck size)")
         check_positive(self, "scale")
         if self.gate_rank is not None and self.gate != "large":
-            raise self.error("gate_rank", f"only the large gate has a rank; set {self.method}.gate='large' or leave gate_rank null")
+            raise self.error("gate_rank", f"only the large gate has a rank; set {self.method}.gate='large' "
+                                          "or leave gate_rank null")
         if self.decoder_rank is not None and not self.lightweight:
-            raise self.error("decoder_rank", f"sizes the lightweight decoder value adapter; set {self.method}.lightweight=true "
-                                             "or leave decoder_rank null")
+            raise self.error("decoder_rank", "sizes the lightweight decoder value adapter; "
+                                             f"set {self.method}.lightweight=true or leave decoder_rank null")
         if self.gate == "small" and not self.lightweight:
-            raise self.error("gate", "averages over all tokens, so in the decoder each position would see later ones; "
-                                     f"set {self.method}.lightweight=true (gates on the encoder only) or pick another gate")
+            raise self.error("gate", "averages over all tokens, so in the decoder each position would see later "
+                                     f"ones; set {self.method}.lightweight=true (gates on the encoder only) or pick "
+                                     "another gate")
 
     def check_model(self, model: VLModel) -> None:
         check_reduction_factor(self, model)

@@ -169,15 +169,15 @@ class HyperformerConfig(MethodConfig):
         check_reduction_factor(self, model)
 
     def inject(self, model: VLModel) -> None:
-        layout = model.layout
-        stacks = {stack: (len(layout.layers(model.backbone, stack)), sites) for stack, sites in ALL_SITES}
-        hyper = new_module(model, partial(Hyperformer, self.tasks, stacks, model.d_model, model.d_model // self.reduction_factor,
-                                          self.task_embedding_dim, self.hidden_dim, self.projected_dim), False)
+        stacks = {stack: (len(model.layout.layers(model.backbone, stack)), sites) for stack, sites in ALL_SITES}
+        rank = model.d_model // self.reduction_factor
+        hyper = new_module(model, partial(Hyperformer, self.tasks, stacks, model.d_model, rank, self.task_embedding_dim,
+                                          self.hidden_dim, self.projected_dim), False)
         model.pet_hyperformer = hyper
         for stack, (n_layers, sites) in stacks.items():
             # wrap_sublayers visits the layers in order and, in each, the sites in the given order
             adapters = iter([HyperAdapter(hyper, stack, i, site) for i in range(n_layers) for site in sites])
-            wrap_sublayers(model, stack, sites, delta=lambda: next(adapters))
+            wrap_sublayers(model, stack, sites, delta=adapters.__next__)
 
     def extra_trainable(self, model: VLModel) -> Iterator[str]:
         return layer_norm_names(model)

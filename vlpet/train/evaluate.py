@@ -59,7 +59,7 @@ def predict(model: VLModel, batch: TaskBatch, task: TaskSpec, tokenizer: PreTrai
         kwargs: dict[str, Any] = dict(num_beams=decode.num_beams, max_length=decode.caption_max_length,
                                       no_repeat_ngram_size=decode.no_repeat_ngram_size, early_stopping=True)
     elif task.decode == "beam_answer":
-        kwargs = dict(num_beams=decode.num_beams, max_new_tokens=decode.answer_max_new_tokens, early_stopping=True)
+        kwargs = dict(num_beams=decode.num_beams, max_new_tokens=decode.answer_max_new_tokens)
     else:
         kwargs = dict(num_beams=1, max_new_tokens=decode.answer_max_new_tokens, do_sample=False)
     ids = model.generate(batch.inputs, **kwargs)

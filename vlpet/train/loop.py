@@ -197,6 +197,7 @@ def _train_epoch(model: nn.Module, loader: MultitaskLoader, optimizer: torch.opt
     start, examples, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
     for step, batch in enumerate(loader, 1):
         batch = batch.to(ctx.device)
+        getattr(model, "module", model).set_task(batch.task)  # DDP wraps the VLModel in .module
         with _autocast(spec, ctx.device):
             logits = model(batch.inputs, labels=batch.labels).logits
         loss = task_loss(logits, batch.labels, batch.weights, get_task(batch.task))
