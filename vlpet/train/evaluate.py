@@ -80,6 +80,7 @@ def evaluate(model: VLModel, loaders: dict[str, DataLoader], tokenizer: PreTrain
     scores = {}
     for name, loader in loaders.items():
         task = get_task(name)
+        model.set_task(name)  # task-conditioned methods (Hyperformer) generate their weights per task
         preds: dict[str, str] = {}
         refs: dict[str, Any] = {}
         for batch in loader:
