@@ -79,3 +79,26 @@ def tokenizer(tokenizer_dir):
 def video_bench(tmp_path_factory) -> Path:
     """The SMALL_VIDEO benchmark, generated once per test session."""
     return generate_video(tmp_path_factory.mktemp("video_bench"), SMALL_VIDEO)
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    """A local Ray on loopback with 4 logical CPUs for one test module (2 Train workers + Tune)."""
+    import ray
+
+    from studies.ray_cluster import connect
+
+    connect(num_cpus=4, _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def two_nodes():
+    """A real two-node Ray cluster on 127.0.0.1, stopped by killing exactly its own processes."""
+    from tests.ray_nodes import TwoNodeCluster
+
+    cluster = TwoNodeCluster().start()
+    yield cluster
+    cluster.stop()
+    assert not cluster.processes()

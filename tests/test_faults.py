@@ -14,17 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.ray_nodes import TwoNodeCluster
 from tests.test_study import final_rows, study_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def two_nodes():
-    cluster = TwoNodeCluster().start()
-    yield cluster
-    cluster.stop()
 
 
 def _frontier(config: Path, study_dir: Path, address: str) -> subprocess.Popen:

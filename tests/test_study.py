@@ -15,7 +15,6 @@ from studies.frontier import main as frontier_main
 from studies.search_space import DEFAULT_SPACES
 from studies.study_config import study_from_dict
 from tests.conftest import SMALL
-from studies.ray_cluster import connect
 from vlpet.errors import ConfigError
 from vlpet.train.config import RunSpec
 
@@ -39,17 +38,8 @@ def final_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("epoch").groupby("trial_id").tail(1)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    import ray
-
-    connect(num_cpus=3, _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.slow
-def test_small_study_records_every_trial_and_tells_optuna_the_fidelity(ray_cluster, bench, tokenizer_dir, tmp_path):
+def test_small_study_records_every_trial_and_tells_optuna_the_fidelity(ray_local, bench, tokenizer_dir, tmp_path):
     from studies.driver import run_study
 
     cfg = study_from_dict(study_dict(bench, tokenizer_dir))

@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 
 from tests.conftest import SMALL
 from vlpet.checkpoint import WEIGHTS
-from studies.ray_cluster import connect
 from vlpet.errors import ConfigError
 from vlpet.train.config import RunSpec
 from vlpet.train.loop import STATE_FILE, copy_checkpoint, run_training
@@ -64,15 +63,6 @@ def test_nan_loss_stops_with_a_reason(bench, tokenizer_dir):
 
     with pytest.raises(NonFiniteLossError, match=r"loss became (nan|inf) at epoch \d+, step \d+ .*lower train.lr"):
         run_training(spec, lambda m, c: None)
-
-
-@pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    import ray
-
-    connect(num_cpus=4, _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.mark.slow

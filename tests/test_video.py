@@ -18,8 +18,7 @@ from vlpet.data.features import NpzFrameStore, fit_frames
 from vlpet.data.synthetic_video import SyntheticVideoConfig, ensure_video_benchmark, generate_video
 from vlpet.data.tasks import VIDEO_ANN, VIDEO_SOURCES
 from vlpet.errors import ConfigError
-from vlpet.train.config import RunSpec, load_yaml
-from vlpet.train.loop import run_training
+from vlpet.train.config import load_yaml
 
 CONFIGS = Path(__file__).resolve().parents[1] / "studies" / "configs"
 N_VIDEOS = dict(zip(("train", "val", "test"), SMALL_VIDEO.videos))
