@@ -137,3 +137,19 @@ def test_cli_rejects_bad_input_before_any_trial(bench, tokenizer_dir, tmp_path, 
     assert frontier_main(["--config", str(path), "--study-dir", str(study_dir), "--resume"]) == 2
     assert "holds no study" in capsys.readouterr().err
     assert not (study_dir / "results.parquet").exists()
+
+
+def test_unwritable_or_full_study_directory_is_detected_before_any_trial(tmp_path, monkeypatch):
+    from studies import driver
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="is not writable"):
+        driver.check_study_dir(blocker / "study", resume=False)  # a file where a directory must go
+
+    class Usage:
+        free = 50 * 2**20
+
+    monkeypatch.setattr(driver.shutil, "disk_usage", lambda path: Usage)
+    with pytest.raises(ConfigError, match="only 50 MB free, need >= 200 MB"):
+        driver.check_study_dir(tmp_path / "study", resume=False)
