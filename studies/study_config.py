@@ -153,7 +153,7 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
             raise ConfigError(f"{key!r} is not a study config section{closest(str(key), SECTIONS)}; "
                               f"valid: {', '.join(SECTIONS)}")
     settings = build_dataclass(StudySettings, data.get("study") or {}, "study")
-    run = RunSpec.from_dict(data.get("run") or {})
+    run = RunSpec.from_dict(data.get("run") or {}).with_absolute_paths()
     search = data.get("search") or {}
     if not isinstance(search, dict):
         raise ConfigError("search must map method names to {parameter: distribution}")

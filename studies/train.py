@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     """Validate the config, connect to Ray, train, print the final metrics."""
     args = parse_args(argv)
     try:
-        spec = RunSpec.from_dict(load_yaml(args.config))
+        spec = RunSpec.from_dict(load_yaml(args.config)).with_absolute_paths()
         storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
         connect(args.address)
         from vlpet.train.ray_trainer import fit_run

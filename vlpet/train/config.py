@@ -99,6 +99,18 @@ class RunSpec:
         out["method"] = self.method.to_dict()
         return out
 
+    def with_absolute_paths(self) -> RunSpec:
+        """Relative data/tokenizer/pretrained paths made absolute against the current directory: Ray
+        trials and workers run in directories of their own."""
+        def absolute(path: str | None) -> str | None:
+            if path is None or path == "embedded" or "://" in path:
+                return path
+            local = Path(path).expanduser()
+            return str(local.resolve()) if local.is_absolute() or local.exists() or path.startswith(".") else path
+
+        backbone = {"tokenizer": absolute(self.backbone.tokenizer), "pretrained": absolute(self.backbone.pretrained)}
+        return self.replace(data={"root": str(Path(self.data.root).expanduser().resolve())}, backbone=backbone)
+
     def replace(self, **sections: Any) -> RunSpec:
         """A copy with some sections' fields changed, e.g. `replace(train={"lr": 1e-4})`, re-validated."""
         data = self.to_dict()
