@@ -32,8 +32,8 @@ class TwoNodeCluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # detect a dead node within seconds instead of Ray's default tens of seconds
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_health_check_period_ms": "1000",
-                    "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "1000"}
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_health_check_period_ms": "2000",
+                    "RAY_health_check_failure_threshold": "5", "RAY_health_check_initial_delay_ms": "2000"}
 
     def start(self) -> TwoNodeCluster:
         subprocess.run([RAY, "start", "--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
