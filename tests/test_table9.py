@@ -12,7 +12,7 @@ from vlpet import params
 from vlpet.checkpoint import load_adapter, save_adapter
 from vlpet.errors import ConfigError
 from vlpet.methods import apply_method, method_from_dict
-from vlpet.methods.variants import PAPER_PARAMS_PERCENT, VARIANTS
+from vlpet.methods.variants import PAPER_PARAMS_PERCENT, VARIANTS, design_name, variant
 from vlpet.models import BackboneConfig
 from vlpet.paper import TABLE9
 
@@ -133,6 +133,21 @@ def test_table9_variants_exist_in_both_families_and_known_counts():
     assert rep.trainable == 30 * 2 * PLAIN + ALL_LN + VISUAL
 
 
+@pytest.mark.parametrize("name", ["adapter", "compacter", *(row[0] for row in TABLE9["bart-base"])])
+def test_design_name_is_the_paper_variant_name(name):
+    assert design_name(variant(name)) == name
+
+
+@pytest.mark.parametrize("data, name", [
+    ({"method": "adapter", "lightweight": True}, "adapter+lw"),
+    ({"method": "compacter", "gate": "large"}, "compacter+g-large"),
+    ({"method": "compacter", "gate": "middleY", "lightweight": True, "decoder_rank": 4}, "compacter+g-middley+lw"),
+    ({"method": "lora"}, "lora"),
+])
+def test_design_name_of_combinations_outside_table9(data, name):
+    assert design_name(method_from_dict(data)) == name
+
+
 @pytest.mark.parametrize("data, fields", [
     ({"method": "adapter", "gate_rank": 16}, ("adapter.gate_rank=16", "adapter.gate='large'")),
     ({"method": "compacter", "gate": "middleX", "gate_rank": 16}, ("compacter.gate_rank=16", "compacter.gate='large'")),
@@ -141,7 +156,12 @@ def test_table9_variants_exist_in_both_families_and_known_counts():
     ({"method": "adapter", "gate": "medium"}, ("adapter.gate='medium'", "middleX")),
     ({"method": "adapter", "gate": "large", "gate_rank": 0}, ("adapter.gate_rank=0", "positive")),
     ({"method": "adapter", "lightweight": "yes"}, ("adapter.lightweight='yes'", "bool")),
-    ({"method": "lora", "gate": "large"}, ("lora.gate is not a valid key", "rank")),
+    # VL-PET's designs on a method without them: both fields and the methods that have them
+    ({"method": "lora", "gate": "large"},
+     ("method=lora", "lora.gate", "no sub-layer adapter output", "adapter, compacter only")),
+    ({"method": "prompt", "lightweight": True},
+     ("method=prompt", "prompt.lightweight", "lightweight-design", "adapter, compacter only")),
+    ({"method": "vlpet", "gate": "large"}, ("method=vlpet", "vlpet.gate", "adapter, compacter only")),
     ({"method": "hyperformer", "tasks": []}, ("hyperformer.tasks=()", "non-empty")),
     ({"method": "hyperformer", "tasks": ["vqa", "vqa"]}, ("hyperformer.tasks=", "distinct")),
 ])

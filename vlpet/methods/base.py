@@ -25,6 +25,10 @@ ALWAYS_TRAINABLE = ("visual_embedding.",)
 
 METHODS: dict[str, type[MethodConfig]] = {}
 
+# VL-PET's designs applied to other methods (Table 9) are fields of those methods' configs; for a
+# method without the field, what it lacks (the error says so instead of "not a valid key").
+DESIGN_FIELDS = {"gate": "no sub-layer adapter output to gate", "lightweight": "no lightweight-design option"}
+
 
 def register_method(cls: type[MethodConfig]) -> type[MethodConfig]:
     """Class decorator: make a MethodConfig subclass available under its `method` name."""
@@ -89,6 +93,16 @@ def check_positive(cfg: MethodConfig, *names: str) -> None:
             raise cfg.error(name, "must be a finite number > 0")
 
 
+def field_names(cls: type[MethodConfig]) -> set[str]:
+    """The config fields of a method class."""
+    return {f.name for f in fields(cls)}
+
+
+def methods_with(*names: str) -> list[str]:
+    """The registered methods whose config has every field in `names` (e.g. 'gate': adapter, compacter)."""
+    return sorted(method for method, cls in METHODS.items() if set(names) <= field_names(cls))
+
+
 def method_from_dict(data: dict[str, Any]) -> MethodConfig:
     """Build a method config from `{"method": name, **fields}`; unknown names/keys give a clear error."""
     data = dict(data)
@@ -97,6 +111,10 @@ def method_from_dict(data: dict[str, Any]) -> MethodConfig:
         raise ConfigError(f"method config needs a 'method' key; valid: {', '.join(sorted(METHODS))}")
     if name not in METHODS:
         raise unknown("method", name, METHODS)
+    for key, lacks in DESIGN_FIELDS.items():
+        if key in data and key not in field_names(METHODS[name]):
+            raise ConfigError(f"method={name} has {lacks} ({name}.{key}); {key} is a field of "
+                              f"{', '.join(methods_with(key))} only: set method to one of them or drop {key}")
     return build_dataclass(METHODS[name], data, name)
 
 

@@ -11,6 +11,15 @@ from vlpet.methods.base import MethodConfig, method_from_dict
 from vlpet.methods.layers import GRANULARITIES
 from vlpet.paper import TABLE2, TABLE9
 
+def design_name(cfg: MethodConfig) -> str:
+    """The variant name of a bottleneck module with VL-PET's designs, as Table 9 writes it: the method,
+    then `+g-<granularity>` for a gate and `+lw` for the lightweight design ('compacter+g-large+lw',
+    'adapter+lw', 'adapter'). Methods without these fields are named by their method."""
+    gate = getattr(cfg, "gate", None)
+    suffixes = ([f"g-{gate.lower()}"] if gate else []) + (["lw"] if getattr(cfg, "lightweight", False) else [])
+    return "+".join([cfg.method, *suffixes])
+
+
 _ADAPTER = {"method": "adapter", "reduction_factor": 8}
 _COMPACTER = {"method": "compacter", "reduction_factor": 8, "hypercomplex_division": 2}
 
@@ -27,9 +36,8 @@ _BART: dict[str, dict[str, Any]] = {
                               "decoder_rank": 96}
        for g in GRANULARITIES},
     # Table 9: r = r_g = r_dec = 96 (the bottleneck size, left to follow reduction_factor), s = 1.
-    **{f"{base}+g-{g.lower()}+lw": {**cfg, "gate": g, "lightweight": True}
-       for base, cfg in (("compacter", _COMPACTER), ("adapter", _ADAPTER))
-       for g in GRANULARITIES},
+    **{design_name(method_from_dict(cfg)): cfg
+       for cfg in ({**base, "gate": g, "lightweight": True} for base in (_COMPACTER, _ADAPTER) for g in GRANULARITIES)},
 }
 # T5-base VL-PET: r = r_g = 192, s = 0.3 (README commands); baselines and the Table 9 designs (a
 # BART-only table) as for BART, so that every variant name exists in both families.
