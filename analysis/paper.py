@@ -1,19 +1,24 @@
-"""The VL-PET paper's image-text results (Table 2), to set a study's results beside.
+"""The VL-PET paper's image-text results (Table 2, and Table 9 for studies of its designs), to set a
+study's results beside.
 
-Rows are (variant, paper method name, Params %, VQA, GQA, NLVR2, COCO CIDEr, Avg); `variant` is this
-project's variant name. Scores are the paper's test numbers on VQA / GQA / NLVR2 / COCO captioning.
+Rows are (variant, paper method name, Params %, VQA, GQA, NLVR2, COCO CIDEr, Avg, table); `variant` is
+this project's variant name and `table` the paper's table number. Scores are the paper's test numbers on
+VQA / GQA / NLVR2 / COCO captioning; Table 9 gives only the Avg of some rows (their task cells are NaN).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import pandas as pd
 
 from analysis.table import AnalysisError
 from vlpet.paper import TABLE2 as _TABLE2
+from vlpet.paper import TABLE9 as _TABLE9
 
 # task column suffix in a results table -> the paper's column name
 TASKS = {"vqa": "VQA", "gqa": "GQA", "nlvr": "NLVR2", "caption": "COCO CIDEr"}
-COLUMNS = ["variant", "method", "params_pct", *TASKS, "avg"]
+COLUMNS = ["variant", "method", "params_pct", *TASKS, "avg", "table"]
 
 BACKBONES = tuple(_TABLE2)
 
@@ -28,6 +33,14 @@ def resolve_backbone(name: str) -> str:
     return family[0]
 
 
-def paper_table(backbone: str = "bart-base") -> pd.DataFrame:
-    """The paper's Table 2 rows for `backbone` (see `resolve_backbone`), columns `COLUMNS`."""
-    return pd.DataFrame(_TABLE2[resolve_backbone(backbone)], columns=COLUMNS)
+def paper_table(backbone: str = "bart-base", variants: Iterable[str] = ()) -> pd.DataFrame:
+    """The paper's Table 2 rows for `backbone` (see `resolve_backbone`), then its Table 9 rows (VL-PET's
+    gates and lightweight designs on Compacter and VL-Adapter) when `variants` (the study's) include one
+    of them; columns `COLUMNS`."""
+    backbone = resolve_backbone(backbone)
+    rows = [(*row, 2) for row in _TABLE2[backbone]]
+    known = {row[0] for row in rows}
+    designs = [(*row, 9) for row in _TABLE9.get(backbone, []) if row[0] not in known]  # Table 9 repeats Compacter
+    if {row[0] for row in designs} & set(variants):
+        rows += designs
+    return pd.DataFrame(rows, columns=COLUMNS).astype({c: float for c in ("params_pct", *TASKS, "avg")})

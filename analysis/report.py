@@ -1,4 +1,5 @@
-"""The study report: frontier plots, CSV tables and report.md with the paper's Table 2 beside the results.
+"""The study report: frontier plots, CSV tables and report.md with the paper's Table 2 (and Table 9 for
+studies of VL-PET's designs on other methods) beside the results.
 
     python -m analysis.report <study_dir> [--backbone bart-base|t5-base] [--no-png]
 
@@ -157,11 +158,13 @@ def _per_task_section(result: FrontierResult) -> str:
 
 
 def _paper_section(result: FrontierResult, backbone: str) -> str:
-    """Our best configuration per variant beside the paper's Table 2, then the shape: ranks and budget winners."""
-    paper = paper_table(backbone)
+    """Our best configuration per variant beside the paper's Table 2 (+ Table 9 when the study has its
+    variants), then the shape: ranks and budget winners."""
+    paper = paper_table(backbone, result.trials["variant"])
     ours = result.best_per_variant.set_index("variant")
+    tables = " + ".join(f"Table {t}" for t in paper["table"].unique())
     return "\n".join([
-        f"## Beside the paper (Table 2, VL-{backbone.split('-')[0].upper()}, {backbone})", "",
+        f"## Beside the paper ({tables}, VL-{backbone.split('-')[0].upper()}, {backbone})", "",
         "Paper: test scores on VQA / GQA / NLVR2 / COCO captioning (CIDEr). Ours: validation scores of the best "
         "configuration per variant in this study. On the embedded synthetic benchmark the absolute numbers (and the "
         "params % of a small model) differ from the paper's, so compare the *shape*: which variants rank where by "

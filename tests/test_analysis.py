@@ -198,6 +198,21 @@ def test_report_renders_from_a_stored_table(tmp_path):
     assert list(pd.read_csv(out / "front.csv")["variant"]) == ["bitfit", "vlpet-large"]
 
 
+def test_report_lists_table9_beside_a_designs_study(tmp_path):
+    """Table 9 joins the paper comparison only when the study has its combinations (e.g. a `designs` study)."""
+    designs = study({"trial_id": "d0", "variant": "compacter+g-large+lw", "pct": 3.28, "score": 77.0},
+                    {"trial_id": "d1", "variant": "adapter+lw", "pct": 3.5, "score": 76.0},
+                    {"trial_id": "d2", "variant": "adapter", "pct": 4.18, "score": 75.0})
+    designs.to_parquet(tmp_path / "results.parquet")
+    paper = write_report(tmp_path, png=False).read_text().split("## Beside the paper")[1]
+    assert paper.startswith(" (Table 2 + Table 9, VL-BART")
+    assert "| Compacter + G_large + LW | compacter+g-large+lw | 3.28 / 3.28 | 65.60 / 78.00 |" in paper
+    assert "| VL-Adapter + G_small + LW | adapter+g-small+lw | 2.98 / — | — / — |" in paper  # Avg only in the paper
+    assert "| adapter+lw | adapter+lw |" in paper  # ours, not in the paper
+    assert paper.count("| Compacter |") == 1  # Table 9 repeats the Table 2 baseline
+    assert "| <= 2.07 | compacter+g-middlex+lw (76.76) |" in paper  # Table 9 rows take part in the budgets
+
+
 def test_report_backbone_from_study_json(tmp_path):
     sample_study().to_parquet(tmp_path / "results.parquet")
     (tmp_path / "study.json").write_text(json.dumps({"backbone": "t5-base"}))
