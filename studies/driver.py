@@ -29,11 +29,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from studies.search_space import sample
+from studies.search_space import DESIGNS, sample
 from studies.study_config import StudyConfig
 from studies.trial import SKIPPED, run_trial, trial_config
 from vlpet.errors import ConfigError
-from vlpet.methods.variants import VARIANTS
+from vlpet.methods.variants import design_name
 from vlpet.train.ray_trainer import check_resources
 
 OBJECTIVES = (["score", "params"], ["max", "min"])
@@ -71,11 +71,14 @@ class FidelityAwareOptunaSearch(OptunaSearch):
 
 def describe_trial(cfg: StudyConfig, variant_name: str, params: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
     """Everything a trial needs, computed on the driver: the full run spec and its parameter count
-    (known before training, from a meta-device build)."""
+    (known before training, from a meta-device build). `search` is the study variant the trial comes
+    from; `variant` names what it runs: the study variant, or for `designs` the drawn combination
+    ('compacter+g-large+lw'), so that the analysis groups and colours trials by combination."""
     spec = cfg.trial_spec(variant_name, params, seed)
     report = cfg.params_of(spec)
-    return {"variant": variant_name, "params": params, "spec": spec.to_dict(), "trainable": report.trainable,
-            "total": report.total, "params_pct": report.percent}
+    name = design_name(spec.method) if variant_name == DESIGNS else variant_name
+    return {"search": variant_name, "variant": name, "params": params, "spec": spec.to_dict(),
+            "trainable": report.trainable, "total": report.total, "params_pct": report.percent}
 
 
 class VariantSpace:
@@ -110,10 +113,10 @@ class ResultsTable(tune.Callback):
 
     def _row(self, trial: Any, result: dict[str, Any]) -> dict[str, Any]:
         cfg = trial_config(trial.config)
-        method = VARIANTS["bart"][cfg["variant"]]["method"]  # variant names map to the same method in both families
-        row = {"trial_id": trial.trial_id, "phase": self.phase, "variant": cfg["variant"], "method": method,
-               "seed": cfg["spec"]["train"]["seed"], "config": json.dumps(cfg["params"], sort_keys=True),
-               "status": result.get("status", "running"), "error": ""}
+        row = {"trial_id": trial.trial_id, "phase": self.phase, "search": cfg["search"], "variant": cfg["variant"],
+               "method": cfg["spec"]["method"]["method"], "seed": cfg["spec"]["train"]["seed"],
+               "config": json.dumps(cfg["params"], sort_keys=True), "status": result.get("status", "running"),
+               "error": ""}
         keys = ("epoch", "max_epochs", "fidelity", "params", "total_params", "params_pct", "score", "loss",
                 "examples_per_s", "world_size", "node_id")
         row.update({k: result.get(k) for k in keys})
@@ -227,7 +230,7 @@ def search_variant(cfg: StudyConfig, variant_name: str, study_dir: Path, storage
 
 
 def frontier_configs(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """The (variant, params) of every full-fidelity search trial on the Pareto front."""
+    """The (study variant `search`, params) of every full-fidelity search trial on the Pareto front."""
     from analysis.pareto import pareto_front
 
     search = table[table["phase"] == "search"]
@@ -236,7 +239,7 @@ def frontier_configs(table: pd.DataFrame) -> list[dict[str, Any]]:
     if done.empty:
         return []
     on_front = pareto_front(done["params"].to_numpy(float), done["score"].to_numpy(float))
-    return [{"variant": r["variant"], "params": json.loads(r["config"])} for _, r in done[on_front].iterrows()]
+    return [{"search": r["search"], "params": json.loads(r["config"])} for _, r in done[on_front].iterrows()]
 
 
 def run_seeds(cfg: StudyConfig, study_dir: Path, storage_path: str, trainable: Any, table: ResultsTable,
@@ -244,7 +247,8 @@ def run_seeds(cfg: StudyConfig, study_dir: Path, storage_path: str, trainable: A
     """Re-run every frontier configuration with the extra seeds (`study.seeds` in all), full fidelity."""
     points = frontier_configs(table.frame())
     base = cfg.run.train.seed
-    runs = [describe_trial(cfg, p["variant"], p["params"], base + k) for p in points for k in range(1, cfg.settings.seeds)]
+    runs = [describe_trial(cfg, p["search"], p["params"], base + k)
+            for p in points for k in range(1, cfg.settings.seeds)]
     if not runs:
         return
     print(f"re-running {len(points)} frontier configurations with {cfg.settings.seeds - 1} extra seed(s)", flush=True)

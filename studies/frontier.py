@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storage-path", help="Tune/Train storage (default: <study-dir>/ray; s3:// or gs:// on clusters)")
     p.add_argument("--resume", action="store_true", help="continue the study in --study-dir")
     p.add_argument("--name", help="study name (study.name)")
-    p.add_argument("--variants", help="comma-separated variants (study.variants)")
+    p.add_argument("--variants", help="comma-separated variants (study.variants); designs: module x gate x LW")
     p.add_argument("--trials", type=int, help="trials per variant (study.trials_per_variant)")
     p.add_argument("--max-params", type=int, help="trainable-parameter budget (study.max_params)")
     p.add_argument("--seeds", type=int, help="seeds per frontier point (study.seeds; the paper uses 3)")

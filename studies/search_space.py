@@ -4,17 +4,27 @@ A space maps a method field (or `lr`, the learning rate) to a distribution. Samp
 define-by-run (Optuna), so conditional parameters stay valid: VL-PET's `n_heads` is drawn only from
 the values that divide the sampled rank, and ranks above the backbone's d_model are dropped.
 
+The `designs` space (study variant `designs`, YAML `search: {designs: {...}}`) searches module x
+gate x lightweight design in one study (paper Table 9 as a categorical dimension): it draws
+`method` first (a bottleneck module: adapter or compacter), then `gate` (null or a granularity),
+then `lightweight`, which is fixed to true (and still recorded) when the gate is small, since a
+small gate needs the lightweight design; then only the fields the drawn module's config has
+(`hypercomplex_division` for compacter only), `gate_rank` only with the large gate and
+`decoder_rank` only with the lightweight design. Every draw is a valid config by construction.
+
 YAML forms: `{choice: [8, 16, 32]}`, `{uniform: [0.3, 1.0]}`, `{loguniform: [1e-4, 3e-3]}`,
 `{int: [1, 8]}`, `{intlog: [4, 128]}`, or a plain value to fix the parameter.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from vlpet.errors import ConfigError, closest
 from vlpet.methods import METHODS
+from vlpet.methods.base import DESIGN_FIELDS, field_names, methods_with
+from vlpet.methods.layers import GRANULARITIES
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,9 @@ class IntRange:
 
 Dist = Choice | FloatRange | IntRange
 LR = "lr"
+METHOD = "method"
+DESIGNS = "designs"  # the study variant and space that search module x gate x lightweight
+DESIGN_MODULES = tuple(methods_with(*DESIGN_FIELDS))  # the bottleneck modules with VL-PET's designs
 
 # Ranges around the paper's settings (spec 3-4): r = 96 (BART) / 192 (T5), N_h = 4, s = 1 / 0.3,
 # lr 1e-3 (BART PET) / 3e-4 (T5) / 1e-4 (full fine-tuning).
@@ -68,7 +81,15 @@ DEFAULT_SPACES: dict[str, dict[str, Dist]] = {
     "hyperformer": {LR: FloatRange(1e-4, 3e-3, log=True)},
     "bitfit": {LR: FloatRange(1e-4, 3e-3, log=True)},
     "full": {LR: FloatRange(1e-5, 1e-3, log=True)},
+    # reduction factors and n that fit both modules (compacter's n divides d / reduction_factor)
+    DESIGNS: {METHOD: Choice(DESIGN_MODULES), "gate": Choice((None, *GRANULARITIES)),
+              "lightweight": Choice((False, True)), "reduction_factor": Choice((4, 8, 16)),
+              "hypercomplex_division": Choice((2, 4)), LR: FloatRange(1e-4, 3e-3, log=True)},
 }
+# A design space draws these first, in this order, because what follows depends on them.
+DESIGN_ORDER = (METHOD, "gate", "lightweight")
+# Design fields that exist only given earlier draws (AdapterConfig.check's rules).
+DESIGN_REQUIRES = {"gate_rank": lambda p: p["gate"] == "large", "decoder_rank": lambda p: p["lightweight"]}
 
 # Fields whose value must not exceed the backbone's hidden size.
 RANK_FIELDS = ("rank", "decoder_rank", "gate_rank")
@@ -102,16 +123,28 @@ def parse_dist(value: Any, where: str) -> Dist:
     return FloatRange(float(low), float(high), log)
 
 
+def parameters(name: str) -> set[str]:
+    """The keys a space may have: its method's config fields and `lr`; for `designs`, `method` and the
+    fields of every design module."""
+    modules = DESIGN_MODULES if name == DESIGNS else (name,)
+    return {LR, *(f for m in modules for f in field_names(METHODS[m]))} | ({METHOD} if name == DESIGNS else set())
+
+
 def space_for(method: str, overrides: dict[str, Any] | None, d_model: int) -> dict[str, Dist]:
-    """The method's default space with the YAML overrides applied, checked against its config fields
-    and pruned of ranks above `d_model`."""
-    valid = {f.name for f in fields(METHODS[method])} | {LR}
+    """The default space of a method (or of `designs`) with the YAML overrides applied, checked against
+    the config fields and pruned of ranks above `d_model`."""
+    valid = parameters(method)
     space = dict(DEFAULT_SPACES[method])
     for key, value in (overrides or {}).items():
         if key not in valid:
             raise ConfigError(f"search.{method}.{key} is not a parameter of {method}{closest(key, valid)}; "
                               f"valid: {', '.join(sorted(valid))}")
         space[key] = parse_dist(value, f"search.{method}.{key}")
+    modules = space.get(METHOD)
+    bad = [m for m in (modules.values if isinstance(modules, Choice) else (modules,)) if m not in DESIGN_MODULES]
+    if modules is not None and bad:
+        raise ConfigError(f"search.{method}.{METHOD}: {', '.join(map(str, bad))} has no gate or lightweight design; "
+                          f"choose from {', '.join(DESIGN_MODULES)}")
     for key in RANK_FIELDS:
         dist = space.get(key)
         if isinstance(dist, Choice):
@@ -126,11 +159,15 @@ def space_for(method: str, overrides: dict[str, Any] | None, d_model: int) -> di
 
 def sample(space: dict[str, Dist], trial: Any) -> dict[str, Any]:
     """Draw one configuration (define-by-run). `n_heads` is conditional on `rank`: it is sampled under
-    the name `n_heads|rank=R` from the candidates that divide R, so every draw is valid."""
-    params = {}
-    for name, dist in space.items():
-        if name != "n_heads":
-            params[name] = dist.sample(trial, name)
+    the name `n_heads|rank=R` from the candidates that divide R, so every draw is valid. A design space
+    draws module, gate and lightweight first and the rest as `_applies` says (module docstring)."""
+    params: dict[str, Any] = {}
+    for name in sorted(space, key=_draw_order):
+        if name == "n_heads" or not _applies(name, params):
+            continue
+        # a small gate averages over all tokens, so only the lightweight (encoder-only) design fits it
+        small = name == "lightweight" and params.get("gate") == "small"
+        params[name] = True if small else space[name].sample(trial, name)
     if "n_heads" in space:
         heads = space["n_heads"]
         rank = params.get("rank", 96)
@@ -138,3 +175,18 @@ def sample(space: dict[str, Dist], trial: Any) -> dict[str, Any]:
         divisors = tuple(h for h in candidates if isinstance(h, int) and h > 0 and rank % h == 0) or (1,)
         params["n_heads"] = Choice(divisors).sample(trial, f"n_heads|rank={rank}")
     return params
+
+
+def _draw_order(name: str) -> int:
+    """Sort key: `DESIGN_ORDER` first, every other parameter after them in its space order (stable sort)."""
+    return DESIGN_ORDER.index(name) if name in DESIGN_ORDER else len(DESIGN_ORDER)
+
+
+def _applies(name: str, params: dict[str, Any]) -> bool:
+    """Whether a parameter is drawn given the earlier draws: always in a method's space (its other
+    fields are fixed by the variant); in a design space only if the drawn module has the field and
+    `DESIGN_REQUIRES` allows it."""
+    if METHOD not in params:
+        return True
+    requires = DESIGN_REQUIRES.get(name)
+    return name in parameters(params[METHOD]) and (requires is None or requires(params))

@@ -5,7 +5,7 @@ any cluster work starts.
 YAML layout (see studies/configs/*.yaml):
 
     study:  {name, variants, trials_per_variant, max_concurrent_trials, max_params, seeds, ...}
-    search: {<method>: {<field or lr>: <distribution>}}
+    search: {<method or designs>: {<field or lr>: <distribution>}}
     run:    {backbone, data, train, decode}     # the run template (vlpet.train.config.RunSpec)
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from studies.search_space import Dist, sample, space_for
+from studies.search_space import DESIGNS, LR, METHOD, Dist, sample, space_for
 from vlpet.errors import ConfigError, build_dataclass, closest, unknown
 from vlpet.methods import MethodConfig
 from vlpet.methods.variants import VARIANTS, variant
@@ -41,7 +41,8 @@ class StudySettings:
     Attributes:
         name: study name; its directory is <studies root>/<name>.
         variants: paper variants to study (vlpet-small, vlpet-middlex, vlpet-middley, vlpet-large,
-            adapter, compacter, lora, prompt, bitfit, full).
+            adapter, compacter, lora, prompt, bitfit, full, hyperformer, the Table 9 designs such as
+            adapter+g-large+lw), or `designs`: one study over module x gate x lightweight design.
         trials_per_variant: Optuna trials per variant.
         max_concurrent_trials: trials running at once.
         max_params: trainable-parameter budget; configurations above it are never trained.
@@ -73,11 +74,12 @@ class StudySettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variants", tuple(self.variants))
+        valid = [*VARIANTS["bart"], DESIGNS]
         if not self.variants:
-            raise ConfigError("study.variants is empty; list at least one of " + ", ".join(VARIANTS["bart"]))
+            raise ConfigError("study.variants is empty; list at least one of " + ", ".join(valid))
         for name in self.variants:
-            if name not in VARIANTS["bart"]:
-                raise unknown("study.variants entry", name, VARIANTS["bart"])
+            if name not in valid:
+                raise unknown("study.variants entry", name, valid)
         for name in ("trials_per_variant", "max_concurrent_trials", "seeds", "grace_period", "reduction_factor"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"study.{name}={getattr(self, name)!r} must be an integer >= 1")
@@ -111,9 +113,10 @@ class StudyConfig:
         return self.run.backbone.family
 
     def space(self, variant_name: str) -> dict[str, Dist]:
-        """The search space of one variant (its method's defaults + overrides, fit to d_model)."""
-        method = VARIANTS[self.family][variant_name]["method"]
-        return space_for(method, self.search.get(method), self.d_model)
+        """The search space of one variant (its method's defaults + overrides, fit to d_model); the
+        `designs` variant has its own space, which draws the method."""
+        name = DESIGNS if variant_name == DESIGNS else VARIANTS[self.family][variant_name]["method"]
+        return space_for(name, self.search.get(name), self.d_model)
 
     @property
     def d_model(self) -> int:
@@ -122,10 +125,12 @@ class StudyConfig:
             return build_vl_model(self.run.backbone, load_weights=False).d_model
 
     def trial_spec(self, variant_name: str, params: dict[str, Any], seed: int | None = None) -> RunSpec:
-        """The run of one trial: the template with the variant's method and the sampled parameters."""
+        """The run of one trial: the template with the variant's method and the sampled parameters (for
+        `designs`, the paper variant of the drawn module with the drawn fields)."""
         params = dict(params)
-        lr = params.pop("lr", self.run.train.lr)
-        method = variant(variant_name, self.family, **params)
+        lr = params.pop(LR, self.run.train.lr)
+        base = params.pop(METHOD) if variant_name == DESIGNS else variant_name
+        method = variant(base, self.family, **params)
         train = {"lr": lr, **({"seed": seed} if seed is not None else {})}
         return RunSpec.from_dict({**self.run.to_dict(), "method": method.to_dict()}).replace(train=train)
 
@@ -158,12 +163,14 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
     if not isinstance(search, dict):
         raise ConfigError("search must map method names to {parameter: distribution}")
     config = StudyConfig(settings, run, search)
-    methods = {cfg["method"] for cfg in VARIANTS[config.family].values()}
+    methods = {cfg["method"] for cfg in VARIANTS[config.family].values()} | {DESIGNS}
+    d_model = config.d_model
     for method, overrides in search.items():
         if method not in methods:
             raise unknown("search method", method, methods)
         if not isinstance(overrides, dict):
             raise ConfigError(f"search.{method} must map parameters to distributions")
+        space_for(method, overrides, d_model)  # overrides of spaces not studied this time are checked too
     for name in settings.variants:  # every space parses, fits the model and yields a valid run
         config.trial_spec(name, sample(config.space(name), _FirstValue()))
     return config

@@ -14,7 +14,7 @@ SKIPPED = "skipped_budget"
 
 
 def trial_config(config: dict[str, Any]) -> dict[str, Any]:
-    """{variant, params, spec, trainable, total, params_pct} of a trial: search trials carry it flat,
+    """{search, variant, params, spec, trainable, total, params_pct} of a trial: search trials carry it flat,
     seed re-runs under "run"."""
     return config["run"] if "run" in config else config
 

@@ -3,19 +3,24 @@ search-space validity, and bad input rejected before any trial."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pandas as pd
 import pytest
 import yaml
 
-from studies.driver import FidelityAwareOptunaSearch, VariantSpace
+from studies.driver import FidelityAwareOptunaSearch, ResultsTable, VariantSpace, describe_trial, frontier_configs
 from studies.frontier import main as frontier_main
-from studies.search_space import DEFAULT_SPACES
-from studies.study_config import study_from_dict
+from studies.search_space import DEFAULT_SPACES, DESIGNS
+from studies.study_config import load_study, study_from_dict
 from tests.conftest import SMALL
 from vlpet.errors import ConfigError
+from vlpet.methods import method_from_dict
+from vlpet.methods.layers import GRANULARITIES
+from vlpet.methods.variants import VARIANTS, design_name
 from vlpet.train.config import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +70,27 @@ def test_small_study_records_every_trial_and_tells_optuna_the_fidelity(ray_local
     assert (tmp_path / "study" / "results.csv").is_file()
 
 
+@pytest.mark.slow
+def test_designs_study_names_each_trial_by_its_combination(ray_local, bench, tokenizer_dir, tmp_path):
+    """One `designs` study searches module x gate x LW: every trial's row is named by the combination
+    its config resolves to, and Optuna has one COMPLETE trial per trial."""
+    from studies.driver import run_study
+
+    data = study_dict(bench, tokenizer_dir, variants=[DESIGNS], trials_per_variant=4, asha=False)
+    data["search"] = {}
+    data["run"]["train"]["epochs"] = 1
+    table = run_study(study_from_dict(data), tmp_path / "study")
+    final = final_rows(table)
+    assert len(final) == 4 and (final["status"] == "completed").all() and (final["search"] == DESIGNS).all()
+    for _, row in final.iterrows():
+        params = json.loads(row["config"])
+        method = method_from_dict({k: v for k, v in params.items() if k != "lr"})
+        assert row["variant"] == design_name(method) and row["method"] == params["method"]
+    storage = f"sqlite:///{tmp_path / 'study' / 'optuna.db'}"
+    trials = optuna.load_study(study_name=f"t-{DESIGNS}", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+
+
 def test_fidelity_aware_search_never_tells_a_low_fidelity_score():
     search = FidelityAwareOptunaSearch(space=lambda trial: {"x": trial.suggest_float("x", 0, 1)},
                                        metric=["score", "params"], mode=["max", "min"])
@@ -82,7 +108,7 @@ def test_fidelity_aware_search_never_tells_a_low_fidelity_score():
     assert [t.values for t in search._ot_study.best_trials] == [[50.0, 10]]
 
 
-@pytest.mark.parametrize("method", sorted(DEFAULT_SPACES))
+@pytest.mark.parametrize("method", sorted(set(DEFAULT_SPACES) - {DESIGNS}))
 def test_search_space_sampling_never_yields_an_invalid_config(bench, tokenizer_dir, method):
     """Property test: 100 random draws of each method's space all build valid runs."""
     variant = {"vlpet": "vlpet-large"}.get(method, method)
@@ -99,8 +125,63 @@ def test_search_space_sampling_never_yields_an_invalid_config(bench, tokenizer_d
             assert spec.method.rank % spec.method.n_heads == 0 and spec.method.rank <= 64
 
 
+def designs_study(bench: Path, tokenizer_dir: Path, **study):
+    """study_dict for the `designs` variant with its default space."""
+    data = study_dict(bench, tokenizer_dir, variants=[DESIGNS], **study)
+    data["search"] = {}
+    return study_from_dict(data)
+
+
+def test_designs_space_draws_every_combination_and_only_valid_ones(bench, tokenizer_dir):
+    """Property test: 200 random draws of module x gate x LW all build valid method configs (a small
+    gate always with LW, n only for compacter), cover every module, gate and LW value, and each trial
+    is named by its combination."""
+    space = VariantSpace(designs_study(bench, tokenizer_dir), DESIGNS)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = {"method": set(), "gate": set(), "lightweight": set()}
+    for _ in range(200):
+        trial = space(study.ask())
+        params, method = trial["params"], method_from_dict(trial["spec"]["method"])
+        assert RunSpec.from_dict(trial["spec"]).method == method and trial["trainable"] > 0
+        assert (method.method, method.gate, method.lightweight) == (params["method"], params["gate"],
+                                                                    params["lightweight"])
+        assert method.lightweight or method.gate != "small"
+        assert ("hypercomplex_division" in params) == (method.method == "compacter")
+        assert trial["search"] == DESIGNS and trial["variant"] == design_name(method)
+        for key, values in seen.items():
+            values.add(params[key])
+    assert seen == {"method": {"adapter", "compacter"}, "gate": {None, *GRANULARITIES}, "lightweight": {False, True}}
+
+
+def test_designs_trial_row_names_the_combination_and_seed_reruns_rebuild_it(bench, tokenizer_dir, tmp_path):
+    cfg = designs_study(bench, tokenizer_dir)
+    params = {"method": "compacter", "gate": "large", "lightweight": True, "reduction_factor": 8,
+              "hypercomplex_division": 2, "lr": 2e-3}
+    trial = SimpleNamespace(trial_id="a1", config=describe_trial(cfg, DESIGNS, params))
+    row = ResultsTable(tmp_path, "search", 1.0)._row(trial, {"epoch": 2, "fidelity": 1.0, "status": "completed",
+                                                            "score": 50.0, "params": trial.config["trainable"]})
+    assert (row["variant"], row["search"], row["method"]) == ("compacter+g-large+lw", DESIGNS, "compacter")
+    assert json.loads(row["config"]) == params
+    (point,) = frontier_configs(pd.DataFrame([row]))
+    rerun = describe_trial(cfg, point["search"], point["params"], seed=7)
+    assert rerun["variant"] == "compacter+g-large+lw" and rerun["spec"]["method"] == trial.config["spec"]["method"]
+    plain = describe_trial(cfg, DESIGNS, {"method": "adapter", "gate": None, "lightweight": False})
+    assert plain["variant"] == "adapter" and plain["spec"]["method"]["reduction_factor"] == 8  # the paper's adapter
+
+
+def test_designs_is_a_study_variant_not_a_paper_variant():
+    assert DESIGNS not in VARIANTS["bart"]  # so `python -m vlpet.params` and bench/ never list it
+    cfg = load_study(ROOT / "studies" / "configs" / "embedded_designs.yaml")
+    assert cfg.settings.variants == (DESIGNS,) and cfg.space(DESIGNS)["method"].values == ("adapter", "compacter")
+
+
 @pytest.mark.parametrize("change, message", [
     ({"study": {"variants": ["vlpet-huge"]}}, "unknown study.variants entry 'vlpet-huge'"),
+    ({"study": {"variants": ["design"]}}, "did you mean 'designs'"),
+    ({"search": {"designs": {"method": {"choice": ["adapter", "lora"]}}}},
+     r"search.designs.method: lora has no gate or lightweight design; choose from adapter, compacter"),
+    ({"search": {"designs": {"gaet": {"choice": ["large"]}}}}, r"search.designs.gaet .*did you mean 'gate'"),
+    ({"search": {"designs": {"rank": {"choice": [4]}}}}, r"not a parameter of designs.*valid: decoder_rank, gate,"),
     ({"search": {"vlpet": {"lr": {"loguniform": [1e-2, 1e-3]}}}}, r"search.vlpet.lr.loguniform=\[0.01, 0.001\] is empty or inverted"),
     ({"search": {"vlpet": {"rank": {"choice": []}}}}, "search.vlpet.rank.choice must be a non-empty list"),
     ({"search": {"vlpet": {"rank": {"choice": [128, 256]}}}}, r"no value in \[128, 256\] is in 1..d_model=64"),
