@@ -158,9 +158,9 @@ def test_design_name_of_combinations_outside_table9(data, name):
     ({"method": "adapter", "lightweight": "yes"}, ("adapter.lightweight='yes'", "bool")),
     # VL-PET's designs on a method without them: both fields and the methods that have them
     ({"method": "lora", "gate": "large"},
-     ("method=lora", "lora.gate", "no sub-layer adapter output", "adapter, compacter only")),
+     ("method=lora", "lora.gate", "gate to a bottleneck module", "adapter, compacter only")),
     ({"method": "prompt", "lightweight": True},
-     ("method=prompt", "prompt.lightweight", "lightweight-design", "adapter, compacter only")),
+     ("method=prompt", "prompt.lightweight", "lightweight designs", "adapter, compacter only")),
     ({"method": "vlpet", "gate": "large"}, ("method=vlpet", "vlpet.gate", "adapter, compacter only")),
     ({"method": "hyperformer", "tasks": []}, ("hyperformer.tasks=()", "non-empty")),
     ({"method": "hyperformer", "tasks": ["vqa", "vqa"]}, ("hyperformer.tasks=", "distinct")),

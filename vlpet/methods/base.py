@@ -25,9 +25,10 @@ ALWAYS_TRAINABLE = ("visual_embedding.",)
 
 METHODS: dict[str, type[MethodConfig]] = {}
 
-# VL-PET's designs applied to other methods (Table 9) are fields of those methods' configs; for a
-# method without the field, what it lacks (the error says so instead of "not a valid key").
-DESIGN_FIELDS = {"gate": "no sub-layer adapter output to gate", "lightweight": "no lightweight-design option"}
+# VL-PET's designs applied to other methods (Table 9) are fields of those methods' configs; on a method
+# without the field, the error says what the field is for instead of "not a valid key".
+DESIGN_FIELDS = {"gate": "adds VL-PET's granularity-controlled gate to a bottleneck module's output",
+                 "lightweight": "applies VL-PET's lightweight designs to a bottleneck module"}
 
 
 def register_method(cls: type[MethodConfig]) -> type[MethodConfig]:
@@ -111,10 +112,10 @@ def method_from_dict(data: dict[str, Any]) -> MethodConfig:
         raise ConfigError(f"method config needs a 'method' key; valid: {', '.join(sorted(METHODS))}")
     if name not in METHODS:
         raise unknown("method", name, METHODS)
-    for key, lacks in DESIGN_FIELDS.items():
+    for key, purpose in DESIGN_FIELDS.items():
         if key in data and key not in field_names(METHODS[name]):
-            raise ConfigError(f"method={name} has {lacks} ({name}.{key}); {key} is a field of "
-                              f"{', '.join(methods_with(key))} only: set method to one of them or drop {key}")
+            raise ConfigError(f"{name}.{key}: {key} {purpose}, a field of {', '.join(methods_with(key))} only, "
+                              f"not of method={name}; set method to one of them or drop {key}")
     return build_dataclass(METHODS[name], data, name)
 
 
