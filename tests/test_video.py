@@ -4,12 +4,17 @@ pooling, bad input, a tiny multi-task video run that beats chance, and the video
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
 
 from studies.study_config import load_study, study_from_dict
 from tests.conftest import SMALL_VIDEO
@@ -20,7 +25,8 @@ from vlpet.data.tasks import VIDEO_ANN, VIDEO_SOURCES
 from vlpet.errors import ConfigError
 from vlpet.train.config import load_yaml
 
-CONFIGS = Path(__file__).resolve().parents[1] / "studies" / "configs"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "studies" / "configs"
 N_VIDEOS = dict(zip(("train", "val", "test"), SMALL_VIDEO.videos))
 Q = SMALL_VIDEO.questions_per_video
 # examples per split implied by SMALL_VIDEO: questions per video (QA), two descs (TVC), one desc (YC2C)
@@ -185,3 +191,28 @@ def test_paper_video_study_config_validates_with_a_bart_base_stand_in():
     assert (study.run.backbone.feat_dim, study.run.backbone.n_boxes, study.run.train.epochs) == (512, 64, 20)
     start = study.trial_spec("vlpet-large", {"rank": 96, "n_heads": 4, "decoder_rank": 96, "lr": 7e-4})
     assert (start.method.rank, start.method.n_heads, start.method.decoder_rank, start.train.lr) == (96, 4, 96, 7e-4)
+
+
+@pytest.mark.slow
+def test_embedded_video_study_runs_through_frontier_and_reports_video_tasks(tmp_path):
+    """`studies/frontier.py --config` with the embedded video study (one short trial): the results table
+    has every video task's score and the report covers them."""
+    data = load_yaml(CONFIGS / "embedded_video.yaml")
+    data["study"].update(variants=["vlpet-large"], trials_per_variant=1, asha=False)
+    data["run"]["train"]["epochs"] = 1
+    data["run"]["data"]["root"] = str(tmp_path / "video-data")
+    config = tmp_path / "video.yaml"
+    config.write_text(yaml.safe_dump(data))
+    study_dir = tmp_path / "study"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "studies" / "frontier.py"), "--config", str(config),
+                           "--study-dir", str(study_dir), "--num-cpus", "2"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = pd.read_parquet(study_dir / "results.parquet").iloc[-1]
+    assert row["status"] == "completed" and row["variant"] == "vlpet-large"
+    scores = [row[f"score_{task}"] for task in ("tvqa", "how2qa", "tvc", "yc2c")]
+    assert all(np.isfinite(scores)) and row["score"] == pytest.approx(np.mean(scores))
+    report = (study_dir / "report" / "report.md").read_text()
+    assert "tvqa" in report and "video-text results table is not available" in report
+    assert all((study_dir / "report" / f"frontier_{task}.html").is_file() for task in ("tvqa", "yc2c"))

@@ -5,10 +5,14 @@ The pre-training world is the benchmark's (same colour/shape codes) but its imag
 objectives are disjoint from the downstream tasks:
 
     "objects: " -> "red circle top left , blue star bottom right"   grounded listing with positions
+    "slots: "   -> "red circle (0) , blue star (8)"                 the same with slot numbers (reading order)
     "count: "   -> "two"                                            object count
     text infilling (BART's objective) of questions, statements and captions, over a blank image
 
-so the backbone knows the vocabulary and how objects look, but not the downstream task formats.
+so the backbone knows the vocabulary and how objects look, but not the downstream task formats. The
+slot numbers are there so that it knows digits as distinct tokens, as any real pre-trained model does:
+video QA answers "aK" with a digit, and with the never-seen (hence near-identical) digit embeddings of a
+backbone pre-trained without them, a tiny model stayed at the answer prior for hundreds of steps.
 
     python -m vlpet.data.pretrain OUT_DIR      # writes the backbone, tokenizer and visual embedding
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlpet.data.synthetic import NUMBER_WORDS, World, captions, gqa_question, nlvr_statement, vqa_question
+from vlpet.data.synthetic import NUMBER_WORDS, SLOTS, World, captions, gqa_question, nlvr_statement, vqa_question
 from vlpet.data.tasks import TASKS
 from vlpet.data.tokenizer import train_tokenizer
 from vlpet.models import BackboneConfig, VLInputs, build_vl_model
@@ -53,6 +57,11 @@ def _listing(objects: list) -> str:
     return " , ".join(f"{c} {s} {ROWS[r]} {COLS[col]}" for c, s, r, col in objects)
 
 
+def _slots(objects: list) -> str:
+    # "(4)", not "4": the digit is then the same word-internal token as in a video QA answer "a4"
+    return " , ".join(f"{c} {s} ({SLOTS.index((r, col))})" for c, s, r, col in objects)
+
+
 def _infill(rng: random.Random, text: str) -> str:
     """Replace one random span of 1-3 words by <mask> (BART's text infilling)."""
     words = text.split()
@@ -74,7 +83,8 @@ def make_corpus(cfg: PretrainConfig) -> tuple[np.ndarray, list[tuple[int, str, s
         sentences = [vqa_question(rng, objects)[0], gqa_question(rng, objects)[0],
                      nlvr_statement(rng, objects, other)[0], rng.choice(captions(objects))]
         texts += sentences
-        pairs += [(i, "objects: ", _listing(objects)), (i, "count: ", NUMBER_WORDS[len(objects)])]
+        pairs += [(i, "objects: ", _listing(objects)), (i, "slots: ", _slots(objects)),
+                  (i, "count: ", NUMBER_WORDS[len(objects)])]
         pairs += [(blank, _infill(rng, s), s) for s in sentences]
     return feats, pairs, texts
 
@@ -85,7 +95,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), log_ev
     seed_everything(cfg.seed)
     feats, pairs, texts = make_corpus(cfg)
     words = ["true", "false", "yes", "no", "left", "right", *NUMBER_WORDS, *(str(n) for n in range(10))]
-    train_tokenizer(texts + words + [t.prompt for t in TASKS.values()] + ["objects: ", "count: "], "bart", out_dir)
+    train_tokenizer(texts + words + [t.prompt for t in TASKS.values()] + ["objects: ", "slots: ", "count: "], "bart", out_dir)
     # no dropout: the corpus is large and fresh, and CPU dropout costs a third of a step
     model = build_vl_model(BackboneConfig(arch=cfg.arch, tokenizer=str(out_dir), feat_dim=cfg.feat_dim, dropout=0.0))
     tok = model.tokenizer
