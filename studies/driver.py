@@ -118,10 +118,13 @@ class ResultsTable(tune.Callback):
                "config": json.dumps(cfg["params"], sort_keys=True), "status": result.get("status", "running"),
                "error": ""}
         keys = ("epoch", "max_epochs", "fidelity", "params", "total_params", "params_pct", "score", "loss",
-                "examples_per_s", "world_size", "node_id")
+                "examples_per_s", "world_size", "node_id", "setup_time_s", "train_time_s", "eval_time_s",
+                "submitted_at", "worker_started_at")
         row.update({k: result.get(k) for k in keys})
         row.update({k: v for k, v in result.items() if k.startswith("score_")})
         row["wall_time_s"] = result.get("run_time_s", result.get("time_total_s"))
+        # driver clock: when Tune started the trial and when this report arrived (orchestration overhead)
+        row["started_at"], row["reported_at"] = trial.run_metadata.start_time, time.time()
         row["checkpoint_path"] = result.get("checkpoint_path", "")
         return row
 
@@ -242,6 +245,16 @@ def frontier_configs(table: pd.DataFrame) -> list[dict[str, Any]]:
     return [{"search": r["search"], "params": json.loads(r["config"])} for _, r in done[on_front].iterrows()]
 
 
+def run_points(cfg: StudyConfig, study_dir: Path, storage_path: str, trainable: Any, table: ResultsTable,
+               name: str, runs: list[dict[str, Any]], resume: bool) -> None:
+    """Train given trial descriptions (`describe_trial`) to full fidelity, no search: Tune's grid search
+    over them in the experiment `name` (seed re-runs; the exhaustive grid of bench/search_efficiency.py)."""
+    tune_config = tune.TuneConfig(max_concurrent_trials=cfg.settings.max_concurrent_trials,
+                                  trial_dirname_creator=trial_dirname)
+    _tuner(cfg, study_dir, storage_path, name, trainable, tune_config, {"run": tune.grid_search(runs)},
+           table, resume).fit()
+
+
 def run_seeds(cfg: StudyConfig, study_dir: Path, storage_path: str, trainable: Any, table: ResultsTable,
               resume: bool) -> None:
     """Re-run every frontier configuration with the extra seeds (`study.seeds` in all), full fidelity."""
@@ -252,10 +265,7 @@ def run_seeds(cfg: StudyConfig, study_dir: Path, storage_path: str, trainable: A
     if not runs:
         return
     print(f"re-running {len(points)} frontier configurations with {cfg.settings.seeds - 1} extra seed(s)", flush=True)
-    tune_config = tune.TuneConfig(max_concurrent_trials=cfg.settings.max_concurrent_trials,
-                                  trial_dirname_creator=trial_dirname)
-    _tuner(cfg, study_dir, storage_path, "seeds", trainable, tune_config, {"run": tune.grid_search(runs)},
-           table, resume).fit()
+    run_points(cfg, study_dir, storage_path, trainable, table, "seeds", runs, resume)
 
 
 def check_study_dir(study_dir: Path, resume: bool, min_free_mb: int = 200) -> None:

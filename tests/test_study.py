@@ -157,7 +157,8 @@ def test_designs_trial_row_names_the_combination_and_seed_reruns_rebuild_it(benc
     cfg = designs_study(bench, tokenizer_dir)
     params = {"method": "compacter", "gate": "large", "lightweight": True, "reduction_factor": 8,
               "hypercomplex_division": 2, "lr": 2e-3}
-    trial = SimpleNamespace(trial_id="a1", config=describe_trial(cfg, DESIGNS, params))
+    trial = SimpleNamespace(trial_id="a1", config=describe_trial(cfg, DESIGNS, params),
+                            run_metadata=SimpleNamespace(start_time=1.0))
     row = ResultsTable(tmp_path, "search", 1.0)._row(trial, {"epoch": 2, "fidelity": 1.0, "status": "completed",
                                                             "score": 50.0, "params": trial.config["trainable"]})
     assert (row["variant"], row["search"], row["method"]) == ("compacter+g-large+lw", DESIGNS, "compacter")

@@ -130,6 +130,7 @@ def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None
                  ctx: WorkerContext | None = None) -> dict[str, Any]:
     """Train `spec` from scratch or from `resume_dir`, reporting every epoch; returns the last metrics."""
     ctx = ctx or WorkerContext()
+    setup_start = time.perf_counter()
     seed_everything(spec.train.seed)
     model = build_model(spec)
     tokenizer = model.tokenizer
@@ -172,10 +173,12 @@ def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None
     if start_epoch > spec.train.epochs:  # a finished run restarted (its last report may not have
         checkpoint_and_report(state["epoch"], metrics)  # reached the caller): report it again
         return metrics
+    setup_time = time.perf_counter() - setup_start  # model, data and optimizer of this (re)start
     run_start = time.perf_counter() - metrics.get("run_time_s", 0.0)  # cumulative over restarts
     for epoch in range(start_epoch, spec.train.epochs + 1):
         train_stats = _train_epoch(wrapped, train_loader, optimizer, scheduler, spec, ctx, epoch)
-        metrics = {"epoch": epoch, "max_epochs": spec.train.epochs, "fidelity": epoch / spec.train.epochs, **train_stats, "params": report_params.trainable,
+        metrics = {"epoch": epoch, "max_epochs": spec.train.epochs, "fidelity": epoch / spec.train.epochs,
+                   "setup_time_s": setup_time, **train_stats, "params": report_params.trainable,
                    "total_params": report_params.total, "params_pct": report_params.percent,
                    "world_size": int(_all_reduce_sum(1.0, ctx.device))}
         if ctx.rank == 0 and (epoch % spec.train.eval_every == 0 or epoch == spec.train.epochs):

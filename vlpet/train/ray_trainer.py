@@ -12,6 +12,7 @@ only builds the trainer, and only the workers pay for the heavy imports.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,12 +30,15 @@ if TYPE_CHECKING:
 
 def train_worker(config: dict[str, Any]) -> None:
     """Ray Train per-worker entry point: rebuild the spec, find rank and device, train, report."""
+    worker_started_at = time.time()
     import ray.train.torch
 
     from vlpet.train.config import RunSpec
     from vlpet.train.loop import WorkerContext, run_training
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # per-report INFO lines drown the progress
+    # wall clocks for the orchestration-overhead breakdown (bench/orchestration.py)
+    clocks = {"submitted_at": config.get("submitted_at"), "worker_started_at": worker_started_at}
     spec = RunSpec.from_dict(config["spec"])
     context = ray.train.get_context()
     world = context.get_world_size()
@@ -45,7 +49,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        ray.train.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
+        ray.train.report({**metrics, "node_id": node_id, **clocks}, checkpoint=checkpoint)
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -83,7 +87,7 @@ def make_trainer(spec: Mapping[str, Any], storage_path: str | Path, name: str, m
     run_config = ray.train.RunConfig(
         name=name, storage_path=str(storage_path), failure_config=FailureConfig(max_failures=max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), callbacks=callbacks or [])
-    return TorchTrainer(train_worker, train_loop_config={"spec": dict(spec)},
+    return TorchTrainer(train_worker, train_loop_config={"spec": dict(spec), "submitted_at": time.time()},
                         scaling_config=scaling_config(spec["train"]), run_config=run_config)
 
 
