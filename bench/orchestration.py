@@ -1,7 +1,7 @@
 """Orchestration overhead of a study: seconds per trial spent outside training and evaluation.
 
     python bench/orchestration.py [--config studies/configs/embedded.yaml] [--variants vlpet-large]
-                                  [--trials 4] [--epochs 2] [--num-cpus 2] [--no-asha]
+                                  [--trials 4] [--epochs 2] [--num-cpus 2] [--concurrency 2] [--no-asha]
 
 Runs a real study (local Ray, Tune + Optuna, one Ray Train TorchTrainer per trial) and splits every
 trial's wall time, as the driver saw it (from Tune starting the trial to its last report), into:
@@ -61,6 +61,7 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=4, help="trials per variant")
     p.add_argument("--epochs", type=int, help="epochs per trial (default: the config's)")
     p.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of the local Ray")
+    p.add_argument("--concurrency", type=int, default=2, help="trials at a time (1: no contention between trials)")
     p.add_argument("--no-asha", action="store_true", help="run every trial to the last epoch")
     args = p.parse_args()
 
@@ -72,7 +73,7 @@ def main() -> int:
 
     data = load_study(args.config).to_dict()
     data["study"].update(variants=args.variants.split(","), trials_per_variant=args.trials, name="orchestration",
-                         asha=not args.no_asha)
+                         asha=not args.no_asha, max_concurrent_trials=args.concurrency)
     if args.epochs:
         data["run"]["train"]["epochs"] = args.epochs
     cfg = study_from_dict(data)
@@ -97,6 +98,9 @@ def main() -> int:
     print(f"overhead per trial (outside train + eval): mean {trials['overhead_s'].mean():.2f} s, "
           f"median {trials['overhead_s'].median():.2f} s")
     print(f"share of trial time outside train + eval: {trials['overhead_s'].sum() / trials['wall_s'].sum():.1%}")
+    print(f"slot time outside any trial (Tune scheduling, trial process start and teardown): "
+          f"{study_wall * slots - trials['wall_s'].sum():.1f} s in all, "
+          f"{(study_wall * slots - trials['wall_s'].sum()) / len(trials):.1f} s per trial")
     print(f"share of the study's trial slots (wall x {slots}) outside train + eval: "
           f"{1 - work / (study_wall * slots):.1%} (Ray start not included: {ray_start:.1f} s once per study)")
     return 0

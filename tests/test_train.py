@@ -103,3 +103,22 @@ def test_bad_train_values_name_the_field(bench, tokenizer_dir):
         small_spec(bench, tokenizer_dir, precision="fp8")
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         small_spec(bench, tokenizer_dir, epoch=3)
+
+
+def test_schedule_equals_the_papers_transformers_schedule():
+    """The warm-up/decay multipliers equal transformers' get_linear_schedule_with_warmup at every step."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from vlpet.train.loop import linear_warmup_decay
+
+    def lrs(make) -> list[float]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = make(opt, 7, 50)
+        out = []
+        for _ in range(55):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    assert lrs(linear_warmup_decay) == pytest.approx(lrs(get_linear_schedule_with_warmup), abs=1e-12)
