@@ -21,7 +21,7 @@ from vlpet.errors import ConfigError
 from vlpet.methods import method_from_dict
 from vlpet.methods.layers import GRANULARITIES
 from vlpet.methods.variants import VARIANTS, design_name
-from vlpet.train.config import RunSpec
+from vlpet.train.config import RunSpec, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,6 +174,21 @@ def test_designs_is_a_study_variant_not_a_paper_variant():
     assert DESIGNS not in VARIANTS["bart"]  # so `python -m vlpet.params` and bench/ never list it
     cfg = load_study(ROOT / "studies" / "configs" / "embedded_designs.yaml")
     assert cfg.settings.variants == (DESIGNS,) and cfg.space(DESIGNS)["method"].values == ("adapter", "compacter")
+
+
+def test_paper_bart_base_study_config_validates_with_a_bart_base_stand_in():
+    """The paper's image-text config names facebook/bart-base (hub, offline here): validate everything
+    else with the bart-base preset (same architecture); its first choices are the paper's setting."""
+    data = load_yaml(ROOT / "studies" / "configs" / "paper_bart_base.yaml")
+    assert data["run"]["backbone"]["pretrained"] == "facebook/bart-base"
+    data["run"]["backbone"] = {**data["run"]["backbone"], "pretrained": None, "arch": "bart-base"}
+    study = study_from_dict(data)
+    assert len(study.settings.variants) == 10 and study.run.data.tasks == ("vqa", "gqa", "nlvr", "caption")
+    assert (study.run.backbone.feat_dim, study.run.train.epochs, study.run.data.batch_size) == (2048, 20, 500)
+    start = {name: dim.values[0] for name, dim in study.space("vlpet-large").items()}
+    spec = study.trial_spec("vlpet-large", start)
+    assert (spec.method.rank, spec.method.n_heads, spec.method.decoder_rank, spec.method.scale) == (96, 4, 96, 1.0)
+    assert spec.train.lr == 1e-3
 
 
 @pytest.mark.parametrize("change, message", [
