@@ -44,7 +44,8 @@ def hypervolume_history(
 
     One row per finished trial (any final status but "running"), so that pruned and failed trials add compute
     without adding hypervolume: columns `n_finished`, `trial_id`, `variant`, `status`, `full_fidelity`,
-    `compute_s` (sum of the final `wall_time_s` of all trials finished so far) and `hypervolume`.
+    `compute_s` (sum of the final `wall_time_s` of all trials finished so far), `epochs` (epochs trained by
+    them, the compute measure that does not depend on the machine) and `hypervolume`.
     Each full-fidelity trial is its own point (seeds are not averaged), so the curve is the best found so far
     and never decreases; with one seed per configuration its last value equals `frontier(...).hypervolume`.
     """
@@ -62,5 +63,6 @@ def hypervolume_history(
         "status": trials["status"],
         "full_fidelity": counted,
         "compute_s": trials["wall_time_s"].astype(float).fillna(0.0).cumsum(),
+        "epochs": trials["epoch"].astype(float).fillna(0.0).cumsum(),
         "hypervolume": hv,
     })

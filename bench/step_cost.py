@@ -2,9 +2,10 @@
 
     python bench/step_cost.py [--arch tiny-bart bart-base] [--batch 8] [--steps 5] [--device cpu|cuda]
 
-For each backbone size and method: median step time (forward + backward + AdamW step, after warm-up),
-optimizer-state size, and on CUDA the peak memory; each as a ratio to full fine-tuning of the same
-model and batch. bf16 autocast on CUDA.
+For each backbone size and method: median step time (forward + backward + AdamW step, after two
+warm-up steps; the methods' steps interleaved round by round), optimizer-state size, and on CUDA the
+peak memory of a step; each as a ratio to full fine-tuning of the same model and batch. bf16 autocast
+on CUDA.
 """
 
 from __future__ import annotations
@@ -33,35 +34,67 @@ def batch(model, size: int, device: str) -> tuple[VLInputs, torch.Tensor]:
     return inputs, torch.randint(4, vocab, (size, TARGET_LEN), generator=g).to(device)
 
 
-def measure(arch: str, name: str, size: int, steps: int, device: str) -> dict[str, float]:
-    """Median step seconds, optimizer-state bytes and peak memory of one method."""
-    torch.manual_seed(0)
-    model = apply_method(build_vl_model(BackboneConfig(arch=arch, feat_dim=2048)), variant(name, "bart", **(TINY.get(name, {}) if arch.startswith("tiny") else {}))).to(device)
-    model.set_task("vqa")  # task-conditioned methods (Hyperformer) generate their weights per task
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    inputs, labels = batch(model, size, device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
-    times = []
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    for i in range(steps + 2):
-        if device == "cuda":
+class Run:
+    """One method on one backbone, ready to step: model, optimizer, a fixed batch."""
+
+    def __init__(self, arch: str, name: str, size: int, device: str):
+        torch.manual_seed(0)
+        overrides = TINY.get(name, {}) if arch.startswith("tiny") else {}
+        self.model = apply_method(build_vl_model(BackboneConfig(arch=arch, feat_dim=2048)),
+                                  variant(name, "bart", **overrides)).to(device)
+        self.model.set_task("vqa")  # task-conditioned methods (Hyperformer) generate their weights per task
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4)
+        self.inputs, self.labels = batch(self.model, size, device)
+        self.device = device
+        self.times: list[float] = []
+        self.peak = float("nan")
+
+    def step(self) -> float:
+        """One forward + backward + AdamW step; its seconds."""
+        cuda = self.device == "cuda"
+        if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        with autocast:
-            loss = model(inputs, labels=labels).loss
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            loss = self.model(self.inputs, labels=self.labels).loss
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device == "cuda":
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if cuda:
             torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    state = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else float("nan")
-    return {"step_s": statistics.median(times), "opt_bytes": state, "peak_bytes": peak,
-            "trainable": sum(p.numel() for p in params)}
+        return time.perf_counter() - start
+
+    def warm_up(self) -> None:
+        """Two untimed steps (they allocate the optimizer state); on CUDA, the peak memory of a step of
+        this method above what the other methods' models hold."""
+        if self.device == "cuda":
+            own = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+            others = torch.cuda.memory_allocated() - own
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(2):
+            self.step()
+        if self.device == "cuda":
+            self.peak = torch.cuda.max_memory_allocated() - others
+
+    def figures(self) -> dict[str, float]:
+        state = sum(t.numel() * t.element_size()
+                    for s in self.opt.state.values() for t in s.values() if torch.is_tensor(t))
+        return {"step_s": statistics.median(self.times), "opt_bytes": state, "peak_bytes": self.peak,
+                "trainable": sum(p.numel() for p in self.params)}
+
+
+def measure_all(arch: str, size: int, steps: int, device: str) -> dict[str, dict[str, float]]:
+    """Every method's median step seconds, optimizer-state bytes and peak memory. The timed steps are
+    interleaved (one step of each method per round), so a slower or busier moment of the machine falls
+    on every method alike and the ratios stay fair."""
+    runs = {name: Run(arch, name, size, device) for name in VARIANTS["bart"]}
+    for run in runs.values():
+        run.warm_up()
+    for _ in range(steps):
+        for run in runs.values():
+            run.times.append(run.step())
+    return {name: run.figures() for name, run in runs.items()}
 
 
 def main() -> None:
@@ -74,12 +107,13 @@ def main() -> None:
     args = parser.parse_args()
     print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}")
     for arch in args.arch:
-        rows = {name: measure(arch, name, args.batch, args.steps, args.device) for name in VARIANTS["bart"]}
+        rows = measure_all(arch, args.batch, args.steps, args.device)
         full = rows["full"]
         print(f"\n{arch}: step time and optimizer state relative to full fine-tuning")
-        print(f"{'method':<16}{'trainable':>13}{'step s':>9}{'x full':>8}{'opt MB':>9}{'x full':>8}{'peak MB':>9}{'x full':>8}")
+        w = max(map(len, rows)) + 2
+        print(f"{'method':<{w}}{'trainable':>13}{'step s':>9}{'x full':>8}{'opt MB':>9}{'x full':>8}{'peak MB':>9}{'x full':>8}")
         for name, r in rows.items():
-            print(f"{name:<16}{r['trainable']:>13,}{r['step_s']:>9.3f}{r['step_s'] / full['step_s']:>8.2f}"
+            print(f"{name:<{w}}{r['trainable']:>13,}{r['step_s']:>9.3f}{r['step_s'] / full['step_s']:>8.2f}"
                   f"{r['opt_bytes'] / 2**20:>9.1f}{r['opt_bytes'] / full['opt_bytes']:>8.3f}"
                   f"{r['peak_bytes'] / 2**20:>9.0f}{r['peak_bytes'] / full['peak_bytes']:>8.2f}")
 

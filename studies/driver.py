@@ -215,6 +215,13 @@ def _tuner(cfg: StudyConfig, study_dir: Path, storage_path: str, name: str, trai
     return tune.Tuner(trainable, tune_config=tune_config, param_space=param_space, run_config=run_config)
 
 
+def optuna_sampler(name: str, seed: int, num_samples: int) -> optuna.samplers.BaseSampler:
+    """TPE (random for its first third of trials, at least 2) or plain random search."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, num_samples // 3))
+
+
 def search_variant(cfg: StudyConfig, variant_name: str, study_dir: Path, storage_path: str, trainable: Any,
                    table: ResultsTable, num_samples: int, resume: bool) -> None:
     """Run (or resume) the Optuna + ASHA search of one variant."""
@@ -222,7 +229,7 @@ def search_variant(cfg: StudyConfig, variant_name: str, study_dir: Path, storage
     searcher = FidelityAwareOptunaSearch(
         space=VariantSpace(cfg, variant_name), metric=OBJECTIVES[0], mode=OBJECTIVES[1],
         study_name=f"{s.name}-{variant_name}", storage=optuna_storage(cfg, study_dir),
-        sampler=optuna.samplers.TPESampler(seed=s.sampler_seed, n_startup_trials=max(2, num_samples // 3)))
+        sampler=optuna_sampler(s.sampler, s.sampler_seed, num_samples))
     scheduler = (ASHAScheduler(metric="score", mode="max", time_attr="epoch", max_t=cfg.run.train.epochs,
                                grace_period=s.grace_period, reduction_factor=s.reduction_factor)
                  if s.asha else FIFOScheduler())
@@ -286,6 +293,16 @@ def check_study_dir(study_dir: Path, resume: bool, min_free_mb: int = 200) -> No
         raise ConfigError(f"study directory {study_dir}: only {free_mb:.0f} MB free, need >= {min_free_mb} MB")
 
 
+def study_trainable(cfg: StudyConfig, storage_path: str) -> Any:
+    """The Tune trainable of every trial: `run_trial`, whose TorchTrainer keeps its checkpoints under
+    <storage_path>/train. The trial process itself only waits on its TorchTrainer: no CPU, a token of
+    memory (Ray refuses empty bundles)."""
+    train_storage = f"{storage_path.rstrip('/')}/train"
+    resources = tune.PlacementGroupFactory([{"CPU": 0, "memory": 2**20}])
+    return tune.with_resources(tune.with_parameters(run_trial, max_params=cfg.settings.max_params,
+                                                    train_storage=train_storage), resources)
+
+
 def run_study(cfg: StudyConfig, study_dir: Path, storage_path: str | None = None, resume: bool = False) -> pd.DataFrame:
     """Search every variant, re-run the frontier with extra seeds, and return the results table.
 
@@ -296,11 +313,7 @@ def run_study(cfg: StudyConfig, study_dir: Path, storage_path: str | None = None
     check_resources(cfg.run.train)
     storage_path = storage_path or str(study_dir / "ray")
     (study_dir / "study.json").write_text(json.dumps({**cfg.to_dict(), "backbone": f"{cfg.family}-base"}, indent=2))
-    train_storage = f"{storage_path.rstrip('/')}/train"
-    # the trial driver only waits on its TorchTrainer: no CPU, a token of memory (Ray refuses empty bundles)
-    resources = tune.PlacementGroupFactory([{"CPU": 0, "memory": 2**20}])
-    trainable = tune.with_resources(tune.with_parameters(run_trial, max_params=cfg.settings.max_params, train_storage=train_storage),
-                                    resources)
+    trainable = study_trainable(cfg, storage_path)
     table = ResultsTable(study_dir, "search", _devices_per_trial(cfg))
     start = time.perf_counter()
     remaining = cfg.settings.max_trials
@@ -308,7 +321,7 @@ def run_study(cfg: StudyConfig, study_dir: Path, storage_path: str | None = None
         num = cfg.settings.trials_per_variant if remaining is None else min(cfg.settings.trials_per_variant, remaining)
         if num <= 0:
             break
-        print(f"== {variant_name}: {num} trials (Optuna multi-objective TPE{' + ASHA' if cfg.settings.asha else ''})",
+        print(f"== {variant_name}: {num} trials (Optuna {cfg.settings.sampler}{' + ASHA' if cfg.settings.asha else ''})",
               flush=True)
         search_variant(cfg, variant_name, study_dir, storage_path, trainable, table, num, resume)
         remaining = None if remaining is None else remaining - num

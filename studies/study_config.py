@@ -31,6 +31,7 @@ from vlpet.params import ParamReport, config_report
 from vlpet.train.config import RunSpec, load_yaml
 
 SECTIONS = ("study", "search", "run")
+SAMPLERS = ("tpe", "random")
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded.yaml"
 
 
@@ -52,7 +53,9 @@ class StudySettings:
         time_budget_s: wall-clock budget of the search per variant.
         gpu_hours: GPU-hour budget of the whole study (sum over trials of wall time x GPUs).
         optuna_storage: Optuna RDB URL; default sqlite:///<study dir>/optuna.db (PostgreSQL for clusters).
-        sampler_seed: seed of Optuna's TPE sampler.
+        sampler: Optuna sampler, `tpe` (multi-objective TPE) or `random` (the baseline that
+            bench/search_efficiency.py compares with).
+        sampler_seed: seed of the Optuna sampler.
         max_failures: retries of a failed trial (from its last checkpoint).
     """
 
@@ -69,6 +72,7 @@ class StudySettings:
     time_budget_s: float | None = None
     gpu_hours: float | None = None
     optuna_storage: str | None = None
+    sampler: str = "tpe"
     sampler_seed: int = 0
     max_failures: int = 2
 
@@ -95,6 +99,8 @@ class StudySettings:
                 raise ConfigError(f"study.{name}={value!r} must be a positive number or null")
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             raise ConfigError(f"study.name={self.name!r} must be a non-empty name without '/'")
+        if self.sampler not in SAMPLERS:
+            raise unknown("study.sampler", self.sampler, SAMPLERS)
         if self.max_failures < 0:
             raise ConfigError(f"study.max_failures={self.max_failures} must be >= 0")
 

@@ -106,6 +106,7 @@ def test_hypervolume_history_is_monotone_and_counts_pruned_compute():
     assert list(hist["trial_id"]) == [f"t{i}" for i in range(7)]
     # every finished trial's final wall time: 5 completed (3 epochs x 100 s), pruned and failed 1 epoch each
     assert hist["compute_s"].iloc[-1] == pytest.approx(5 * 300 + 100 + 100)
+    assert hist["epochs"].iloc[-1] == 5 * 3 + 1 + 1
     assert hist.loc[hist["trial_id"] == "t4", "full_fidelity"].item() is False
     # seeds are separate points in the history: t2 (79) is the vlpet-large point, t5 (78) adds nothing
     expected = hypervolume_2d([100, 1.21, 4.16, 5.93, 4.16], [77, 65, 79, 76, 78], 100, 0)

@@ -45,50 +45,36 @@ def final_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_small_study_records_every_trial_and_tells_optuna_the_fidelity(ray_local, bench, tokenizer_dir, tmp_path):
+    """A VL-PET variant and a `designs` search (module x gate x LW) with ASHA: every trial once, pruned
+    trials told to Optuna as PRUNED, and each designs trial named by the combination it resolves to."""
     from studies.driver import run_study
 
-    cfg = study_from_dict(study_dict(bench, tokenizer_dir))
+    cfg = study_from_dict(study_dict(bench, tokenizer_dir, variants=["vlpet-large", DESIGNS], trials_per_variant=3))
     table = run_study(cfg, tmp_path / "study")
     final = final_rows(table)
-    assert len(final) == 4 and final["trial_id"].is_unique
-    assert set(final["variant"]) == {"vlpet-small", "vlpet-large"}
+    assert len(final) == 6 and final["trial_id"].is_unique
     assert (final["params"] > 0).all() and final["status"].isin(["completed", "pruned"]).all()
     assert not table.duplicated(["trial_id", "epoch"]).any()
     completed = final[final["status"] == "completed"]
     assert (completed["fidelity"] == 1).all() and completed["score"].notna().all()
     pruned = final[final["status"] == "pruned"]
     assert (pruned["fidelity"] < 1).all()
+    designs = final[final["search"] == DESIGNS]
+    assert len(designs) == 3 and (final.loc[final["search"] != DESIGNS, "variant"] == "vlpet-large").all()
+    for _, row in designs.iterrows():
+        params = json.loads(row["config"])
+        method = method_from_dict({k: v for k, v in params.items() if k != "lr"})
+        assert row["variant"] == design_name(method) and row["method"] == params["method"]
     # Optuna knows exactly the full-fidelity trials as COMPLETE; early-stopped ones are PRUNED
     storage = f"sqlite:///{tmp_path / 'study' / 'optuna.db'}"
     states = {}
-    for variant in ("vlpet-small", "vlpet-large"):
+    for variant in ("vlpet-large", DESIGNS):
         for t in optuna.load_study(study_name=f"t-{variant}", storage=storage).trials:
             states[t.state.name] = states.get(t.state.name, 0) + 1
             if t.state.name == "COMPLETE":
                 assert t.values[1] in set(completed["params"])
     assert states.get("COMPLETE", 0) == len(completed) and states.get("PRUNED", 0) == len(pruned)
     assert (tmp_path / "study" / "results.csv").is_file()
-
-
-@pytest.mark.slow
-def test_designs_study_names_each_trial_by_its_combination(ray_local, bench, tokenizer_dir, tmp_path):
-    """One `designs` study searches module x gate x LW: every trial's row is named by the combination
-    its config resolves to, and Optuna has one COMPLETE trial per trial."""
-    from studies.driver import run_study
-
-    data = study_dict(bench, tokenizer_dir, variants=[DESIGNS], trials_per_variant=4, asha=False)
-    data["search"] = {}
-    data["run"]["train"]["epochs"] = 1
-    table = run_study(study_from_dict(data), tmp_path / "study")
-    final = final_rows(table)
-    assert len(final) == 4 and (final["status"] == "completed").all() and (final["search"] == DESIGNS).all()
-    for _, row in final.iterrows():
-        params = json.loads(row["config"])
-        method = method_from_dict({k: v for k, v in params.items() if k != "lr"})
-        assert row["variant"] == design_name(method) and row["method"] == params["method"]
-    storage = f"sqlite:///{tmp_path / 'study' / 'optuna.db'}"
-    trials = optuna.load_study(study_name=f"t-{DESIGNS}", storage=storage).trials
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
 
 
 def test_fidelity_aware_search_never_tells_a_low_fidelity_score():
@@ -207,6 +193,7 @@ def test_paper_bart_base_study_config_validates_with_a_bart_base_stand_in():
     ({"studdy": {}}, "did you mean 'study'"),
     ({"run": {"train": {"epochs": 0}}}, r"train.epochs=0 must be an integer >= 1"),
     ({"study": {"max_params": -5}}, "study.max_params=-5"),
+    ({"study": {"sampler": "tpee"}}, "unknown study.sampler 'tpee'.*did you mean 'tpe'"),
 ])
 def test_bad_study_configs_fail_with_the_field(bench, tokenizer_dir, change, message):
     with pytest.raises(ConfigError, match=message):

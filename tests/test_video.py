@@ -195,12 +195,14 @@ def test_paper_video_study_config_validates_with_a_bart_base_stand_in():
 
 @pytest.mark.slow
 def test_embedded_video_study_runs_through_frontier_and_reports_video_tasks(tmp_path):
-    """`studies/frontier.py --config` with the embedded video study (one short trial): the results table
-    has every video task's score and the report covers them."""
+    """`studies/frontier.py --config` with the embedded video study (one short trial), its data a small
+    copy of the embedded benchmark read from disk as real data: the results table has every video task's
+    score and the report covers them."""
+    root = generate_video(tmp_path / "video-data", SyntheticVideoConfig(videos=(12, 4, 4), questions_per_video=1))
     data = load_yaml(CONFIGS / "embedded_video.yaml")
     data["study"].update(variants=["vlpet-large"], trials_per_variant=1, asha=False)
     data["run"]["train"]["epochs"] = 1
-    data["run"]["data"]["root"] = str(tmp_path / "video-data")
+    data["run"]["data"].update(root=str(root), synthetic=False)
     config = tmp_path / "video.yaml"
     config.write_text(yaml.safe_dump(data))
     study_dir = tmp_path / "study"

@@ -1,0 +1,220 @@
+"""Search efficiency on the embedded benchmark: the hypervolume each search reaches against the compute
+it spends (epochs trained), for
+
+    optuna+asha   the study's own search: multi-objective Optuna TPE per variant with ASHA early stopping
+    random        Optuna's random sampler per variant, every trial to the last epoch
+    random+asha   the random sampler with ASHA (separates what TPE and what ASHA contribute)
+    grid          the exhaustive grid: every VL-PET variant x rank x learning rate, every epoch
+
+    python bench/search_efficiency.py [--grid-dir runs/bench-grid] [--epochs 3] [--trials 3] [--seeds 5]
+                                      [--out bench/search_efficiency]
+
+Phase 1 trains the grid for real, once (a Tune grid of Ray Train trials through the study driver's
+`run_points`; resumable: re-running the command continues it) and records every trial's per-epoch
+validation reports in <grid-dir>/results.parquet. Phase 2 runs each search arm through the driver's
+own `search_variant` (Ray Tune + FidelityAwareOptunaSearch + ASHA + the results table), several sampler
+seeds each, with a trainable that replays the grid's recorded reports for the configuration it is
+given instead of training it again. The arms search exactly the grid's discrete space, so every
+configuration they draw has a recorded run; what differs between arms is only which configurations
+they try and how many epochs they spend on each, which is what search efficiency is about. (Training
+noise is not re-sampled: each grid point has one training seed.)
+
+Hypervolume: params (% of the model) minimised, score maximised, reference point at the grid's
+largest params and lowest final score, so 100 % is the grid's front. The reports' reference (100 %
+params, score 0) is printed too: it is dominated by the best score alone and separates searches less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+
+from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d, hypervolume_history  # noqa: E402
+from analysis.table import final_rows  # noqa: E402
+
+VARIANTS = ("vlpet-small", "vlpet-middlex", "vlpet-middley", "vlpet-large")
+GRID = {"rank": (4, 8, 32), "lr": (1e-3, 3e-3)}  # a rank sweep (paper: 96 on d = 768) scaled to d_model = 64
+FIXED = {"n_heads": 4, "decoder_rank": 16, "scale": 1.0}  # the paper's N_h and s; r_dec mid-range
+ARMS = {"optuna+asha": ("tpe", True), "random": ("random", False), "random+asha": ("random", True)}
+REPORT_KEYS = ("epoch", "max_epochs", "fidelity", "params", "total_params", "params_pct", "score")
+EPOCH_S = 0.3  # replayed epochs take equal time, so concurrent trials interleave as real ones do
+
+
+def study_data(epochs: int) -> dict[str, Any]:
+    """The embedded study restricted to the grid's space (`search:` choices) with `epochs` epochs."""
+    from studies.study_config import load_study
+
+    data = load_study(None).to_dict()
+    data["study"].update(variants=list(VARIANTS), asha=False, seeds=1, max_concurrent_trials=2)
+    data["search"] = {"vlpet": {**{k: {"choice": list(v)} for k, v in GRID.items()}, **FIXED}}
+    data["run"]["train"]["epochs"] = epochs
+    return data
+
+
+def record_grid(data: dict[str, Any], grid_dir: Path) -> pd.DataFrame:
+    """Train every grid point to the last epoch (or finish an interrupted grid); the results table."""
+    from studies.driver import ResultsTable, describe_trial, run_points, study_trainable
+    from studies.study_config import study_from_dict
+
+    cfg = study_from_dict(data)
+    grid_dir = grid_dir.resolve()
+    grid_dir.mkdir(parents=True, exist_ok=True)
+    storage = str(grid_dir / "ray")
+    runs = [describe_trial(cfg, v, {"rank": r, "lr": lr, **FIXED})
+            for v, r, lr in itertools.product(VARIANTS, GRID["rank"], GRID["lr"])]
+    table = ResultsTable(grid_dir, "grid", 1.0)
+    print(f"grid: {len(runs)} trials x {cfg.run.train.epochs} epochs under {grid_dir} (resumable)", flush=True)
+    run_points(cfg, grid_dir, storage, study_trainable(cfg, storage), table, "grid", runs, resume=True)
+    return table.frame()
+
+
+def grid_reports(table: pd.DataFrame) -> dict[tuple[str, int, float], list[dict[str, Any]]]:
+    """(variant, rank, lr) -> the recorded per-epoch reports of that grid point, in epoch order."""
+    out = {}
+    for _, rows in table.sort_values("epoch").groupby("trial_id"):
+        first = rows.iloc[0]
+        params = json.loads(first["config"])
+        scores = [c for c in rows.columns if c.startswith("score")]
+        out[(first["variant"], int(params["rank"]), float(params["lr"]))] = [
+            {k: r[k] for k in (*REPORT_KEYS, *scores)} for _, r in rows.iterrows()]
+    return out
+
+
+def replay(config: dict[str, Any], grid: dict[tuple[str, int, float], list[dict[str, Any]]]) -> None:
+    """A trial that reports the grid's recorded epochs of its configuration (ASHA may stop it early)."""
+    from ray import tune
+
+    from studies.trial import trial_config
+
+    cfg = trial_config(config)
+    for report in grid[(cfg["variant"], int(cfg["params"]["rank"]), float(cfg["params"]["lr"]))]:
+        time.sleep(EPOCH_S)
+        tune.report(dict(report))
+
+
+def run_arm(data: dict[str, Any], sampler: str, asha: bool, seed: int, trials: int, grid: dict,
+            root: Path) -> pd.DataFrame:
+    """One search (every variant, `trials` trials each) with replayed trials; its results table."""
+    from ray import tune
+
+    from studies.driver import ResultsTable, search_variant
+    from studies.study_config import study_from_dict
+
+    data = {**data, "study": {**data["study"], "sampler": sampler, "asha": asha, "sampler_seed": seed,
+                              "trials_per_variant": trials, "name": f"{sampler}-{asha}-{seed}"}}
+    cfg = study_from_dict(data)
+    study_dir = root / cfg.settings.name
+    study_dir.mkdir()
+    table = ResultsTable(study_dir, "search", 1.0, log=False)
+    trainable = tune.with_resources(tune.with_parameters(replay, grid=grid), {"cpu": 1})
+    for variant in cfg.settings.variants:
+        search_variant(cfg, variant, study_dir, str(study_dir / "ray"), trainable, table, trials, resume=False)
+    return table.frame()
+
+
+def curve(table: pd.DataFrame, reference: tuple[float, float]) -> pd.DataFrame:
+    """Hypervolume and epochs spent after each finished trial."""
+    return hypervolume_history(table, reference=reference)[["epochs", "hypervolume"]]
+
+
+def figure(curves: dict[str, list[pd.DataFrame]], grid_epochs: float, grid_hv: float) -> Any:
+    """Hypervolume (% of the grid's) against compute (% of the grid's), a line per arm and seed."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    fig = go.Figure()
+    for (arm, runs), colour in zip(curves.items(), qualitative.Plotly):
+        for k, c in enumerate(runs):
+            fig.add_trace(go.Scatter(x=100 * c["epochs"] / grid_epochs, y=100 * c["hypervolume"] / grid_hv,
+                                     mode="lines+markers", line_shape="hv", line={"color": colour, "width": 1.5},
+                                     marker={"size": 5}, name=arm, legendgroup=arm, showlegend=k == 0, opacity=0.75))
+    fig.add_vline(x=30, line_dash="dot", annotation_text="30 % of the grid's compute")
+    fig.add_hline(y=95, line_dash="dot", annotation_text="95 % of the grid's hypervolume")
+    fig.update_layout(title="Search efficiency on the embedded benchmark (one line per sampler seed)",
+                      xaxis_title="compute: epochs trained, % of the exhaustive grid's",
+                      yaxis_title="hypervolume, % of the grid's", template="plotly_white", width=900, height=560)
+    return fig
+
+
+def main() -> int:
+    """Record the grid (once), replay every arm with several seeds, print the ratios, save the plot."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid-dir", type=Path, default=Path("runs/bench-grid"),
+                   help="where the grid is trained (resumable)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per grid trial (ASHA's max_t)")
+    p.add_argument("--trials", type=int, default=3, help="trials per variant of each search arm")
+    p.add_argument("--seeds", type=int, default=5, help="sampler seeds per search arm")
+    p.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of the local Ray")
+    p.add_argument("--out", type=Path, default=Path("bench/search_efficiency"), help="plot path (.html, .png)")
+    args = p.parse_args()
+
+    import ray
+
+    from analysis.plots import save_figures
+    from studies.ray_cluster import connect
+
+    data = study_data(args.epochs)
+    connect(num_cpus=args.num_cpus, log_to_driver=False)
+    try:
+        table = record_grid(data, args.grid_dir)
+        done = final_rows(table)
+        if not done["full_fidelity"].all() or len(done) != len(VARIANTS) * len(GRID["rank"]) * len(GRID["lr"]):
+            print(f"the grid is incomplete ({int(done['full_fidelity'].sum())} of {len(done)} trials finished): "
+                  "run the command again to finish it", file=sys.stderr)
+            return 1
+        grid = grid_reports(table)
+        box = (float(done["params_pct"].max()), float(done["score"].min()))
+        grid_epochs = float(done["epoch"].sum())
+        grid_hv = {ref: hypervolume_2d(done["params_pct"], done["score"], *ref) for ref in (box, DEFAULT_REFERENCE)}
+        curves: dict[str, list[pd.DataFrame]] = {"grid": [curve(table, box)]}
+        rows = [{"arm": "grid", "seed": "-", "trials": len(done), "epochs": grid_epochs, "hv_box": grid_hv[box],
+                 "hv_default": grid_hv[DEFAULT_REFERENCE]}]
+        with tempfile.TemporaryDirectory(prefix="vlpet-search-eff-") as tmp:
+            for arm, (sampler, asha) in ARMS.items():
+                curves[arm] = []
+                for seed in range(args.seeds):
+                    t = run_arm(data, sampler, asha, seed, args.trials, grid, Path(tmp))
+                    fin = final_rows(t)
+                    full = fin[fin["full_fidelity"]]
+                    curves[arm].append(curve(t, box))
+                    rows.append({"arm": arm, "seed": seed, "trials": len(fin), "epochs": float(fin["epoch"].sum()),
+                                 **{name: hypervolume_2d(full["params_pct"], full["score"], *ref)
+                                    for name, ref in (("hv_box", box), ("hv_default", DEFAULT_REFERENCE))}})
+                    print(f"{arm} seed {seed}: {rows[-1]['epochs']:.0f} epochs, hypervolume "
+                          f"{100 * rows[-1]['hv_box'] / grid_hv[box]:.1f} % of the grid's", flush=True)
+    finally:
+        ray.shutdown()
+    res = pd.DataFrame(rows)
+    res["compute_%"] = 100 * res["epochs"] / grid_epochs
+    res["hv_%"] = 100 * res["hv_box"] / grid_hv[box]
+    res["hv_default_%"] = 100 * res["hv_default"] / grid_hv[DEFAULT_REFERENCE]
+    print(f"\ngrid: {len(done)} trials, {grid_epochs:.0f} epochs; hypervolume reference (params {box[0]:.2f} %, "
+          f"score {box[1]:.2f}); grid front {grid_hv[box]:.2f}")
+    print(res.round(2).to_string(index=False))
+    arms = res[res["arm"] != "grid"].groupby("arm")
+    summary = arms[["compute_%", "hv_%", "hv_default_%"]].agg(["mean", "min", "max"])
+    print("\nper arm over seeds (mean, min, max):")
+    print(summary.round(1).to_string())
+    ours = res[res["arm"] == "optuna+asha"]
+    hit = ((ours["hv_%"] >= 95) & (ours["compute_%"] <= 30)).mean()
+    print(f"\ntarget (optuna+asha >= 95 % of the grid's hypervolume with <= 30 % of its compute): met by "
+          f"{hit:.0%} of seeds; mean {ours['hv_%'].mean():.1f} % hypervolume at "
+          f"{ours['compute_%'].mean():.1f} % compute")
+    for warning in save_figures({args.out: figure(curves, grid_epochs, grid_hv[box])}):
+        print(warning, file=sys.stderr)
+    print(f"plot: {args.out.with_suffix('.html')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
