@@ -2,6 +2,7 @@
 
     python bench/orchestration.py [--config studies/configs/embedded.yaml] [--variants vlpet-large]
                                   [--trials 4] [--epochs 2] [--num-cpus 2] [--concurrency 2] [--no-asha]
+    python bench/orchestration.py --study-dir runs/studies/embedded     # a finished study, e.g. `make run`
 
 Runs a real study (local Ray, Tune + Optuna, one Ray Train TorchTrainer per trial) and splits every
 trial's wall time, as the driver saw it (from Tune starting the trial to its last report), into:
@@ -20,6 +21,7 @@ not spent training or evaluating. Timings come from the results table's clocks (
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -53,18 +55,8 @@ def breakdown(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main() -> int:
-    """Run the study, print the per-trial breakdown and the overhead figures."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, help="study config (default: the embedded study)")
-    p.add_argument("--variants", default="vlpet-large", help="comma-separated variants")
-    p.add_argument("--trials", type=int, default=4, help="trials per variant")
-    p.add_argument("--epochs", type=int, help="epochs per trial (default: the config's)")
-    p.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of the local Ray")
-    p.add_argument("--concurrency", type=int, default=2, help="trials at a time (1: no contention between trials)")
-    p.add_argument("--no-asha", action="store_true", help="run every trial to the last epoch")
-    args = p.parse_args()
-
+def run(args: argparse.Namespace) -> tuple[pd.DataFrame, int, float, float]:
+    """Run the study; its table, trial slots, study wall time and Ray start time."""
     import ray
 
     from studies.driver import run_study
@@ -87,22 +79,53 @@ def main() -> int:
             study_wall = time.perf_counter() - study_start
     finally:
         ray.shutdown()
+    return table, cfg.settings.max_concurrent_trials, study_wall, ray_start
+
+
+def stored(study_dir: Path) -> tuple[pd.DataFrame, int, float]:
+    """A finished study's table, trial slots and wall time (first trial start to last report)."""
+    table = pd.read_parquet(study_dir / "results.parquet")
+    slots = json.loads((study_dir / "study.json").read_text())["study"]["max_concurrent_trials"]
+    return table, slots, float(table["reported_at"].max() - table["started_at"].min())
+
+
+def main() -> int:
+    """Run the study (or read a finished one), print the per-trial breakdown and the overhead figures."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="study config (default: the embedded study)")
+    p.add_argument("--variants", default="vlpet-large", help="comma-separated variants")
+    p.add_argument("--trials", type=int, default=4, help="trials per variant")
+    p.add_argument("--epochs", type=int, help="epochs per trial (default: the config's)")
+    p.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of the local Ray")
+    p.add_argument("--concurrency", type=int, default=2, help="trials at a time (1: no contention between trials)")
+    p.add_argument("--no-asha", action="store_true", help="run every trial to the last epoch")
+    p.add_argument("--study-dir", type=Path, help="analyse this finished study instead of running one "
+                                                  "(e.g. runs/studies/embedded after `make run`)")
+    args = p.parse_args()
+
+    if args.study_dir:
+        table, slots, study_wall = stored(args.study_dir)
+        setting = f"{args.study_dir}"
+        startup = "Ray start not in the table"
+    else:
+        table, slots, study_wall, ray_start = run(args)
+        setting = f"{args.variants}, {args.num_cpus} CPUs"
+        startup = f"Ray start {ray_start:.1f} s once per study, not included"
     trials = breakdown(table)
-    slots = cfg.settings.max_concurrent_trials
     work = trials["train + eval"].sum()
-    print(f"\n{len(trials)} trials, {args.variants}, {cfg.run.train.epochs} epochs max, {slots} at a time, "
-          f"{args.num_cpus} CPUs; Ray start {ray_start:.1f} s; study wall {study_wall:.1f} s")
+    print(f"\n{len(trials)} trials ({setting}), {trials['epochs'].max()} epochs max, {slots} at a time; "
+          f"study wall {study_wall:.1f} s")
     print(trials.round(2).to_string(index=False))
     mean = trials[list(PARTS)].mean()
     print("\nmean per trial (s): " + ", ".join(f"{k} {v:.2f}" for k, v in mean.items()))
     print(f"overhead per trial (outside train + eval): mean {trials['overhead_s'].mean():.2f} s, "
           f"median {trials['overhead_s'].median():.2f} s")
     print(f"share of trial time outside train + eval: {trials['overhead_s'].sum() / trials['wall_s'].sum():.1%}")
+    gap = study_wall * slots - trials["wall_s"].sum()
     print(f"slot time outside any trial (Tune scheduling, trial process start and teardown): "
-          f"{study_wall * slots - trials['wall_s'].sum():.1f} s in all, "
-          f"{(study_wall * slots - trials['wall_s'].sum()) / len(trials):.1f} s per trial")
+          f"{gap:.1f} s in all, {gap / len(trials):.1f} s per trial")
     print(f"share of the study's trial slots (wall x {slots}) outside train + eval: "
-          f"{1 - work / (study_wall * slots):.1%} (Ray start not included: {ray_start:.1f} s once per study)")
+          f"{1 - work / (study_wall * slots):.1%} ({startup})")
     return 0
 
 

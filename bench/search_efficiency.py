@@ -70,6 +70,7 @@ def record_grid(data: dict[str, Any], grid_dir: Path) -> pd.DataFrame:
     grid_dir = grid_dir.resolve()
     grid_dir.mkdir(parents=True, exist_ok=True)
     storage = str(grid_dir / "ray")
+    (grid_dir / "study.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     runs = [describe_trial(cfg, v, {"rank": r, "lr": lr, **FIXED})
             for v, r, lr in itertools.product(VARIANTS, GRID["rank"], GRID["lr"])]
     table = ResultsTable(grid_dir, "grid", 1.0)
