@@ -235,7 +235,7 @@ def search_variant(cfg: StudyConfig, variant_name: str, study_dir: Path, storage
                  if s.asha else FIFOScheduler())
     tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, s.max_concurrent_trials), scheduler=scheduler,
                                   num_samples=num_samples, time_budget_s=s.time_budget_s,
-                                  trial_dirname_creator=trial_dirname, reuse_actors=True)
+                                  trial_dirname_creator=trial_dirname)
     _tuner(cfg, study_dir, storage_path, variant_name, trainable, tune_config, None, table, resume).fit()
 
 

@@ -59,9 +59,15 @@ class TwoNodeCluster:
         return next(p for p in self.processes() if "raylet.1" in " ".join(p.cmdline()))
 
     def stop(self) -> None:
-        procs = self.processes()
-        for proc in procs:
-            proc.terminate()
-        _, alive = psutil.wait_procs(procs, timeout=15)
-        for proc in alive:
-            proc.kill()
+        """Terminate, then kill, every process of the cluster; again while any is left (a raylet being
+        stopped can still be starting a worker)."""
+        for _ in range(3):
+            procs = self.processes()
+            if not procs:
+                return
+            for proc in procs:
+                proc.terminate()
+            _, alive = psutil.wait_procs(procs, timeout=15)
+            for proc in alive:
+                proc.kill()
+            psutil.wait_procs(alive, timeout=5)

@@ -1,7 +1,7 @@
 """The embedded benchmarks are learnable: the packaged tiny VL-BART, fine-tuned for a few CPU epochs
 in multi-task runs, beats chance on VQA and NLVR2, and on TVQA and How2QA, by a clear margin (answers
-depend on the visual features). Measured here: VQA 48-56 vs 20.5, NLVR2 65 vs 50 after 4-5 epochs;
-TVQA 89 / How2QA 100 vs 25 / 46 after 4 epochs."""
+depend on the visual features). Measured here: VQA ~52 vs 20.5, NLVR2 65 vs 50 after 6 epochs; TVQA 89 /
+How2QA 100 vs 25 / 46 after 4 epochs."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def test_short_training_beats_chance_on_vqa_and_nlvr(tmp_path):
     spec = RunSpec.from_dict({
         "backbone": {"pretrained": "embedded", "feat_dim": 128},
         "method": {"method": "full"},
-        "data": {"root": str(root), "tasks": ["vqa", "nlvr"], "batch_size": 32, "eval_batch_size": 64},
-        "train": {"epochs": 5, "lr": 1e-3, "log_every": 1000, "eval_every": 5},
+        "data": {"root": str(root), "batch_size": 32, "eval_batch_size": 64},
+        # all four tasks, 6 epochs: on VQA + NLVR2 alone, NLVR2 stayed at 50 % in some runs
+        "train": {"epochs": 6, "lr": 1e-3, "log_every": 1000, "eval_every": 6},
         "decode": {"num_beams": 1},
     })
     final = run_training(spec, lambda metrics, checkpoint: None)
