@@ -79,6 +79,7 @@ def test_nan_trial_fails_cleanly_and_the_study_goes_on(bench, tokenizer_dir, tmp
     # one of the two sampled learning rates explodes the loss; the other trains normally
     data["search"]["vlpet"]["lr"] = {"choice": [1.0e6, 1.0e-3]}
     data["run"]["train"]["clip_grad_norm"] = 0.0
+    data["run"]["train"]["epochs"] = 1
     data["study"]["sampler_seed"] = 3
     connect(num_cpus=2, log_to_driver=False)
     try:

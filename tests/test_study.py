@@ -49,7 +49,8 @@ def test_small_study_records_every_trial_and_tells_optuna_the_fidelity(ray_local
     trials told to Optuna as PRUNED, and each designs trial named by the combination it resolves to."""
     from studies.driver import run_study
 
-    cfg = study_from_dict(study_dict(bench, tokenizer_dir, variants=["vlpet-large", DESIGNS], trials_per_variant=3))
+    cfg = study_from_dict(study_dict(bench, tokenizer_dir, variants=["vlpet-large", DESIGNS], trials_per_variant=3,
+                                           max_concurrent_trials=3))
     table = run_study(cfg, tmp_path / "study")
     final = final_rows(table)
     assert len(final) == 6 and final["trial_id"].is_unique
