@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis import AnalysisError, frontier, hypervolume_2d, hypervolume_history, load_results, pareto_front
-from analysis import plots
+from analysis import AnalysisError, frontier, hypervolume_2d, hypervolume_history, load_results, pareto_front, plots
 from analysis.report import main, write_report
 
 NAN = float("nan")

@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.conftest import SMALL
 from vlpet.data import DataConfig, MultitaskLoader, build_dataset, build_loader, get_task, load_examples
 from vlpet.data.features import H5FeatureStore
-from tests.conftest import SMALL
 from vlpet.data.synthetic import SyntheticConfig, generate
 from vlpet.data.tasks import COCO_FEATS, NLVR_FEATS
 from vlpet.errors import ConfigError

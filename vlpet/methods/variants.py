@@ -11,6 +11,7 @@ from vlpet.methods.base import MethodConfig, method_from_dict
 from vlpet.methods.layers import GRANULARITIES
 from vlpet.paper import TABLE2, TABLE9
 
+
 def design_name(cfg: MethodConfig) -> str:
     """The variant name of a bottleneck module with VL-PET's designs, as Table 9 writes it: the method,
     then `+g-<granularity>` for a gate and `+lw` for the lightweight design ('compacter+g-large+lw',
