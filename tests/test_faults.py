@@ -26,6 +26,11 @@ def _frontier(config: Path, study_dir: Path, address: str) -> subprocess.Popen:
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def _stop_and_fail(proc: subprocess.Popen, why: str) -> None:
+    proc.kill()
+    pytest.fail(f"{why}: {proc.communicate()[1][-3000:]}")
+
+
 @pytest.mark.slow
 def test_study_spans_two_nodes_and_a_killed_worker_node_loses_no_trial_and_no_epoch(two_nodes, bench, tokenizer_dir,
                                                                                     tmp_path):
@@ -46,15 +51,13 @@ def test_study_spans_two_nodes_and_a_killed_worker_node_loses_no_trial_and_no_ep
             break
         time.sleep(0.5)
     else:
-        proc.kill()
-        pytest.fail(f"the two trials never ran on the two nodes: {proc.communicate()[1][-3000:]}")
+        _stop_and_fail(proc, "the two trials never ran on the two nodes")
     before = pd.read_parquet(results)
     two_nodes.worker_raylet().kill()
     try:
         _, err = proc.communicate(timeout=600)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail(f"the study did not finish after the node was killed: {proc.communicate()[1][-3000:]}")
+        _stop_and_fail(proc, "the study did not finish after the node was killed")
     assert proc.returncode == 0, err[-3000:]
     table = pd.read_parquet(results)
     final = final_rows(table)
