@@ -25,6 +25,7 @@ from analysis.plots import frontier_figure, hypervolume_figure, save_figures
 from analysis.table import TASK_PREFIX, AnalysisError, load_results, task_name
 
 DEFAULT_BACKBONE = "bart-base"
+CONSTANT_MARGIN = 10.0  # points above the best constant answer that count as having learned a task
 
 
 def write_report(study_dir: str | Path, backbone: str | None = None, png: bool = True) -> Path:
@@ -60,7 +61,7 @@ def _write(study_dir: Path, backbone: str | None, png: bool) -> tuple[Path, Fron
         _header(study_dir, result, f"{backbone} ({source})"),
         _frontier_section(result, out),
         _hypervolume_section(result, history, out),
-        _best_section(result),
+        _best_section(result, _constant_baselines(study_dir)),
         _per_task_section(result),
         _paper_section(result, backbone),
     ]
@@ -141,11 +142,69 @@ def _hypervolume_section(result: FrontierResult, history: pd.DataFrame, out: Pat
     ])
 
 
-def _best_section(result: FrontierResult) -> str:
+def _best_section(result: FrontierResult, constants: dict[str, float] | None) -> str:
     best = result.best_per_variant
-    table = _score_table(best, result).assign(config=best["config"].map(lambda c: f"`{c}`"))
+    table = _score_table(best, result).assign(**{"tied with": tie_marks(best, result.score_col)},
+                                              config=best["config"].map(lambda c: f"`{c}`"))
     return "\n".join(["## Best configuration per variant", "",
-                      "The full-fidelity configuration with the highest mean score over seeds.", "", _markdown(table)])
+                      "The full-fidelity configuration with the highest mean score over seeds, best first.", "",
+                      _markdown(table), "", noise_note(best, result.score_col), "", constant_note(best, constants)])
+
+
+def constant_note(best: pd.DataFrame, constants: dict[str, float] | None) -> str:
+    """The best constant answer per task, and which variants do not clear it by CONSTANT_MARGIN points."""
+    if not constants:
+        return "Best constant answer: not computed (the study's data root is not readable here)."
+    line = ", ".join(f"{task} {score:.2f}" for task, score in constants.items())
+    short = [f"{row['variant']} ({', '.join(t for t in constants if row.get(TASK_PREFIX + t, np.nan) < constants[t] + CONSTANT_MARGIN)})"
+             for _, row in best.iterrows()
+             if any(row.get(TASK_PREFIX + t, np.nan) < constants[t] + CONSTANT_MARGIN for t in constants)]
+    verdict = (f"Within {CONSTANT_MARGIN:g} points of it on some task (learned little beyond the answer prior there): "
+               + "; ".join(short)) if short else f"Every variant clears it by {CONSTANT_MARGIN:g} points or more on every task."
+    return (f"Best constant answer (one output for every validation example, the best of the most frequent ones): "
+            f"{line}. {verdict}")
+
+
+def _constant_baselines(study_dir: Path) -> dict[str, float] | None:
+    """The best constant answer per task on the study's validation data (study.json's run.data), or None
+    when the data is not readable from here (a cluster path, a study copied without its data)."""
+    from vlpet.data import DataConfig
+    from vlpet.errors import build_dataclass
+    from vlpet.train.evaluate import constant_baselines
+
+    try:
+        data = json.loads((study_dir / "study.json").read_text())["run"]["data"]
+        return constant_baselines(build_dataclass(DataConfig, data, "run.data"))
+    except (OSError, ValueError, KeyError, TypeError):  # ConfigError is a ValueError
+        return None
+
+
+def tie_marks(rows: pd.DataFrame, score_col: str) -> list[str]:
+    """For rows sorted by decreasing mean score: the better-ranked rows whose mean ± std interval overlaps
+    this row's ('≈ vlpet-large, lora'), i.e. differences inside the seed spread; '—' for single-seed rows."""
+    lo, hi = rows[score_col] - rows[f"{score_col}_std"], rows[score_col] + rows[f"{score_col}_std"]
+    marks = []
+    for i in range(len(rows)):
+        if rows["n_seeds"].iloc[i] < 2:
+            marks.append("—")
+            continue
+        tied = [rows["variant"].iloc[j] for j in range(i) if rows["n_seeds"].iloc[j] > 1 and lo.iloc[j] <= hi.iloc[i]]
+        marks.append("≈ " + ", ".join(tied) if tied else "")
+    return marks
+
+
+def noise_note(rows: pd.DataFrame, score_col: str) -> str:
+    """Whether the ranking of `rows` is established by seeds: the seed spread, or why it is unknown."""
+    seeded = rows[rows["n_seeds"] > 1]
+    if seeded.empty:
+        return ("**Ranking not established:** every configuration ran with one seed, so the seed spread is unknown "
+                "and differences between rows may be noise. Run with `study.seeds: 2` or more (`--seeds 2`) for "
+                "mean ± std and tie markers.")
+    spread = seeded[f"{score_col}_std"]
+    single = len(rows) - len(seeded)
+    return (f"Seed spread (std of the {score_col} over seeds): median {spread.median():.2f}, max {spread.max():.2f} "
+            f"over {len(seeded)} configuration(s) with >= 2 seeds. Rows marked ≈ are inside the spread of a better row: "
+            "their order is not established." + (f" {single} row(s) have one seed only (—)." if single else ""))
 
 
 def _per_task_section(result: FrontierResult) -> str:

@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, help="trials per variant (study.trials_per_variant)")
     p.add_argument("--max-params", type=int, help="trainable-parameter budget (study.max_params)")
     p.add_argument("--seeds", type=int, help="seeds per frontier point (study.seeds; the paper uses 3)")
+    p.add_argument("--seed", type=int, help="base seed: every trial's run.train.seed and the Optuna sampler's seed "
+                                            "(study.sampler_seed); another value gives an independent second run")
     p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray cluster")
     p.add_argument("--no-report", action="store_true", help="skip the frontier report at the end")
     return p.parse_args(argv)
@@ -48,7 +50,12 @@ def load_config(args: argparse.Namespace):
     overrides = {"name": args.name, "trials_per_variant": args.trials, "max_params": args.max_params,
                  "seeds": args.seeds, "variants": args.variants.split(",") if args.variants else None}
     study.update({k: v for k, v in overrides.items() if v is not None})
-    return study_from_dict({**data, "study": study})
+    run = dict(data.get("run") or {})
+    train = run.get("train") or {}
+    if args.seed is not None and isinstance(train, dict):  # a malformed train section is reported by validation
+        study["sampler_seed"] = args.seed
+        run["train"] = {**train, "seed": args.seed}
+    return study_from_dict({**data, "study": study, "run": run})
 
 
 def main(argv: list[str] | None = None) -> int:

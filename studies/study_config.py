@@ -140,6 +140,11 @@ class StudyConfig:
         train = {"lr": lr, **({"seed": seed} if seed is not None else {})}
         return RunSpec.from_dict({**self.run.to_dict(), "method": method.to_dict()}).replace(train=train)
 
+    def first_spec(self, variant_name: str) -> RunSpec:
+        """The run of a variant at the first value of every choice (the lowest of a range): the setting a
+        study config lists first as its default, and which validation checks eagerly."""
+        return self.trial_spec(variant_name, sample(self.space(variant_name), _FirstValue()))
+
     def params_of(self, spec: RunSpec) -> ParamReport:
         """Trainable/total parameters of a trial's configuration, known before training."""
         return _cached_report(json.dumps(dataclasses.asdict(spec.backbone), sort_keys=True), spec.method)
@@ -178,7 +183,7 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
             raise ConfigError(f"search.{method} must map parameters to distributions")
         space_for(method, overrides, d_model)  # overrides of spaces not studied this time are checked too
     for name in settings.variants:  # every space parses, fits the model and yields a valid run
-        config.trial_spec(name, sample(config.space(name), _FirstValue()))
+        config.first_spec(name)
     return config
 
 

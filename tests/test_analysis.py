@@ -142,6 +142,31 @@ def test_seeds_are_aggregated_by_config_without_seed():
     assert len(frontier(pd.concat([sample_study(), other])).aggregated.query("variant == 'vlpet-large'")) == 2
 
 
+def test_tie_marks_and_noise_note_say_which_differences_are_inside_the_seed_spread():
+    from analysis.report import noise_note, tie_marks
+    # seeds: full 80 ± 1.4, vlpet-large 79 ± 1.4 (overlaps full), lora 70 ± 1.4 (overlaps nobody); bitfit one seed
+    rows = study(*({"trial_id": f"{v}{k}", "variant": v, "pct": pct, "score": base + d, "seed": k}
+                   for v, pct, base in (("full", 100.0, 80), ("vlpet-large", 4.16, 79), ("lora", 5.93, 70))
+                   for k, d in ((0, 1), (1, -1))),
+                 {"trial_id": "b0", "variant": "bitfit", "pct": 1.21, "score": 60.0})
+    best = frontier(rows).best_per_variant
+    assert list(best["variant"]) == ["full", "vlpet-large", "lora", "bitfit"]
+    assert tie_marks(best, "score") == ["", "≈ full", "", "—"]
+    note = noise_note(best, "score")
+    assert "median 1.41, max 1.41 over 3 configuration(s)" in note and "1 row(s) have one seed only" in note
+    single = frontier(sample_study().query("seed == 0")).best_per_variant
+    assert set(tie_marks(single, "score")) == {"—"} and "Ranking not established" in noise_note(single, "score")
+
+
+def test_constant_note_names_the_variants_that_do_not_clear_the_best_constant_answer():
+    from analysis.report import constant_note
+    best = frontier(sample_study()).best_per_variant  # score_vqa = score + 1, score_gqa = score - 1
+    note = constant_note(best, {"vqa": 60.0, "gqa": 60.0})
+    assert "vqa 60.00, gqa 60.00" in note and "bitfit (vqa, gqa)" in note and "vlpet-large" not in note
+    assert "clears it by 10 points or more" in constant_note(best, {"vqa": 10.0, "gqa": 10.0})
+    assert "not computed" in constant_note(best, None)
+
+
 def test_nan_scores_are_left_out_and_reported():
     df = pd.concat([sample_study(), study({"trial_id": "n", "variant": "lora", "pct": 0.5, "score": NAN, "seed": 1})])
     res = frontier(df)  # n is a second seed of t3's configuration

@@ -227,3 +227,20 @@ def test_caption_input_errors() -> None:
         cider({}, REFS)
     with pytest.raises(ConfigError, match="id 1 "):
         cider({1: "a dog"}, {1: []})
+
+
+def test_constant_baselines_are_the_best_single_output_per_task(bench) -> None:
+    from collections import Counter
+
+    from vlpet.data import DataConfig, get_task, load_examples
+    from vlpet.metrics import vqa_accuracy
+    from vlpet.train.evaluate import constant_baselines
+
+    scores = constant_baselines(DataConfig(root=str(bench)))
+    nlvr = Counter(e.reference for e in load_examples(get_task("nlvr"), bench, "val"))
+    assert scores["nlvr"] == pytest.approx(100 * max(nlvr.values()) / sum(nlvr.values()))
+    vqa = load_examples(get_task("vqa"), bench, "val")
+    refs = {e.uid: e.reference for e in vqa}
+    every = {a for e in vqa for a in e.targets}  # the best single answer over all of them, brute force
+    assert scores["vqa"] == pytest.approx(max(vqa_accuracy(dict.fromkeys(refs, a), refs) for a in every))
+    assert set(scores) == {"vqa", "gqa", "nlvr", "caption"} and 0 < scores["caption"] < 1000

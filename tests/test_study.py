@@ -238,3 +238,15 @@ def test_unwritable_or_full_study_directory_is_detected_before_any_trial(tmp_pat
     monkeypatch.setattr(driver.shutil, "disk_usage", lambda path: Usage)
     with pytest.raises(ConfigError, match="only 50 MB free, need >= 200 MB"):
         driver.check_study_dir(tmp_path / "study", resume=False)
+
+
+def test_seed_flag_sets_every_trial_seed_and_the_sampler_seed(bench, tokenizer_dir, tmp_path):
+    from studies.frontier import load_config, parse_args
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study_dict(bench, tokenizer_dir)))
+    default = load_config(parse_args(["--config", str(path)]))
+    seeded = load_config(parse_args(["--config", str(path), "--seed", "7"]))
+    assert (seeded.settings.sampler_seed, seeded.run.train.seed) == (7, 7)
+    assert (default.settings.sampler_seed, default.run.train.seed) != (7, 7)
+    assert seeded.first_spec("vlpet-large").train.seed == 7

@@ -47,6 +47,9 @@ class DataConfig:
         num_workers: DataLoader worker processes.
         synthetic: `root` holds the embedded synthetic benchmark (image or video tasks, not both in one
             root); it is generated there (deterministically) when missing, by whichever process needs it first.
+        score_scale: factors by which tasks' metrics enter the average `score` (default 1 each: the paper's
+            plain mean). The embedded configs put CIDEr at 0.1: its near-template references take CIDEr to
+            0-1000, which would drown the accuracies. Per-task scores are always reported unscaled.
     """
 
     root: str = "datasets"
@@ -58,6 +61,7 @@ class DataConfig:
     task_prompts: bool = True
     num_workers: int = 0
     synthetic: bool = False
+    score_scale: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -73,6 +77,17 @@ class DataConfig:
                 raise ConfigError(f"data.{name}={value!r} must be a positive integer")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers={self.num_workers} must be >= 0")
+        if not isinstance(self.score_scale, dict):
+            raise ConfigError(f"data.score_scale={self.score_scale!r} must map task names to factors, e.g. {{caption: 0.1}}")
+        for name, factor in self.score_scale.items():
+            if name not in self.tasks:
+                raise ConfigError(f"data.score_scale.{name}: not one of data.tasks ({', '.join(self.tasks)})")
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < float("inf"):
+                raise ConfigError(f"data.score_scale.{name}={factor!r} must be a finite number > 0")
+
+    def average(self, scores: dict[str, float]) -> float:
+        """The run's `score`: the mean over tasks of each task's metric times its `score_scale` factor."""
+        return sum(v * self.score_scale.get(k, 1.0) for k, v in scores.items()) / len(scores)
 
     def task_batch_size(self, task: TaskSpec, split: Split) -> int:
         """The batch size of one task (the paper's per-task share of the base size)."""

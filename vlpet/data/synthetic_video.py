@@ -25,7 +25,7 @@ Captions describe the sequence in order: YC2C the whole video ("a red circle, a 
 square"), TVC the object(s) inside its `ts` window (two descs per clip).
 
 Feature size: configurable. The real CLIP-ViT frame features are 512-d; the embedded study uses 128,
-the feature size of the packaged tiny VL-BART's visual projection (`backbone.pretrained: embedded`,
+the feature size of the packaged mini VL-BART's visual projection (`backbone.pretrained: embedded`,
 `feat_dim: 128`). Everything is deterministic given the seed.
 """
 
@@ -46,7 +46,7 @@ from vlpet.data.synthetic import COLORS, SHAPES, World, describe, ensure_generat
 from vlpet.data.tasks import TASKS, VIDEO_ANN, VIDEO_SOURCES
 from vlpet.errors import ConfigError
 
-VIDEO_VERSION = 2  # bump when the generator's output changes, so cached benchmarks are rewritten
+VIDEO_VERSION = 3  # bump when the generator's output changes, so cached benchmarks are rewritten
 QUESTIONS = ("what shape is on screen the longest ?", "which shape is shown the longest ?",
              "what shape do we see most of the time ?")
 # Subtitle lines per source; each names the shape on screen, never its colour.

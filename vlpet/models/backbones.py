@@ -38,15 +38,24 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
                                max_position_embeddings=256, vocab_size=1024)),
     "tiny-t5": ("t5", dict(d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=1024,
                            relative_attention_num_buckets=32)),
+    # the embedded backbones' size (vlpet/data/pretrain.py): at d = 64 the backbone learned to list objects
+    # but not to find one that a text names, which every question and statement needs. BART's init_std
+    # 0.02 is sized for d = 768+; at d = 128 it left attention uniform and "find the red circle" on a
+    # plateau for thousands of steps, so the mini preset uses ~1/sqrt(d)
+    "mini-bart": ("bart", dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                               decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256,
+                               max_position_embeddings=256, vocab_size=1024, init_std=0.088)),
+    "mini-t5": ("t5", dict(d_model=128, d_ff=256, d_kv=32, num_layers=2, num_heads=4, vocab_size=1024,
+                           relative_attention_num_buckets=32)),
     "bart-base": ("bart", dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
                                decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
                                max_position_embeddings=1024, vocab_size=50265 + 200)),
     "t5-base": ("t5", dict(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_heads=12, vocab_size=32200)),
 }
-# `pretrained: embedded` names the tiny VL-BART shipped with the package: VL-pretrained on the
-# synthetic world by `python -m vlpet.data.pretrain` (see that module), with its tokenizer.
-EMBEDDED = "embedded"
-EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny-vl-bart"
+# `pretrained: embedded` (`embedded-t5`) names the mini VL-BART (VL-T5) shipped with the package:
+# VL-pretrained on the synthetic world by `python -m vlpet.data.pretrain` (see that module), with its tokenizer.
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+EMBEDDED = {"embedded": ASSETS / "mini-vl-bart", "embedded-t5": ASSETS / "mini-vl-t5"}
 CONFIG_CLASSES = {"bart": (BartConfig, BartForConditionalGeneration), "t5": (T5Config, T5ForConditionalGeneration)}
 
 
@@ -58,8 +67,8 @@ class BackboneConfig:
         arch: a size preset (tiny-bart, tiny-t5, bart-base, t5-base), built from config with random
             weights. Ignored when `pretrained` is set.
         pretrained: a local directory saved with `save_pretrained`, a hub name (needs internet or
-            the HF cache), or "embedded" (the tiny VL-BART shipped with the package). The family
-            (bart / t5) is read from its config.
+            the HF cache), "embedded" (the mini VL-BART shipped with the package) or "embedded-t5"
+            (the mini VL-T5). The family (bart / t5) is read from its config.
         tokenizer: a tokenizer directory; defaults to `pretrained`. Presets need none.
         vocab_size: override the preset's vocabulary size (e.g. to a local tokenizer's length).
         feat_dim: dimension of the visual features (2048 for CLIP RN101 grids, 512 for CLIP-ViT frames).
@@ -97,7 +106,7 @@ class BackboneConfig:
     @property
     def pretrained_path(self) -> str | None:
         """Where to load pretrained weights from (`embedded` resolved to the packaged directory)."""
-        return str(EMBEDDED_DIR) if self.pretrained == EMBEDDED else self.pretrained
+        return str(EMBEDDED[self.pretrained]) if self.pretrained in EMBEDDED else self.pretrained
 
     @property
     def family(self) -> str:

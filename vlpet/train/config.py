@@ -16,6 +16,7 @@ from vlpet.errors import ConfigError, build_dataclass, closest
 from vlpet.methods import MethodConfig, method_from_dict
 from vlpet.methods.vlpet import VLPETConfig
 from vlpet.models import BackboneConfig
+from vlpet.models.backbones import EMBEDDED
 from vlpet.train.evaluate import DecodeConfig
 
 
@@ -103,7 +104,7 @@ class RunSpec:
         """Relative data/tokenizer/pretrained paths made absolute against the current directory: Ray
         trials and workers run in directories of their own."""
         def absolute(path: str | None) -> str | None:
-            if path is None or path == "embedded" or "://" in path:
+            if path is None or path in EMBEDDED or "://" in path:
                 return path
             local = Path(path).expanduser()
             return str(local.resolve()) if local.is_absolute() or local.exists() or path.startswith(".") else path

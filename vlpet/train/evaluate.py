@@ -4,6 +4,7 @@ its official metric, plus their average."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from vlpet.data import TaskBatch, TaskSpec, get_task
+from vlpet.data import DataConfig, TaskBatch, TaskSpec, get_task, load_examples
 from vlpet.errors import ConfigError
 from vlpet.metrics import cider, exact_match_accuracy, gqa_accuracy, vqa_accuracy
 from vlpet.models import VLModel
@@ -74,7 +75,8 @@ def references(task: TaskSpec, batch: TaskBatch) -> dict[str, Any]:
 @torch.no_grad()
 def evaluate(model: VLModel, loaders: dict[str, DataLoader], tokenizer: PreTrainedTokenizerBase,
              device: torch.device | str = "cpu", decode: DecodeConfig = DecodeConfig()) -> dict[str, float]:
-    """Score every task's loader; returns {task: score, ..., "avg": mean over tasks} (scores in %, CIDEr x100)."""
+    """Score every task's loader; returns {task: score} (scores in %, CIDEr x100). The run's average is
+    `DataConfig.average` of these."""
     was_training = model.training
     model.eval()
     scores = {}
@@ -89,7 +91,6 @@ def evaluate(model: VLModel, loaders: dict[str, DataLoader], tokenizer: PreTrain
             refs.update(references(task, batch))
         scores[name] = float(METRICS[task.metric](preds, refs))
     model.train(was_training)
-    scores["avg"] = sum(scores.values()) / len(scores)
     return scores
 
 
@@ -102,3 +103,19 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
         return per_token.sum() / mask.sum().clamp(min=1)
     per_example = per_token.sum(1) / mask.sum(1).clamp(min=1)
     return (per_example * weights).mean() if task.weighted else per_example.mean()
+
+
+def constant_baselines(data: DataConfig, split: str = "val", candidates: int = 10) -> dict[str, float]:
+    """Each task's score when every example gets the same output: the best of the split's `candidates`
+    most frequent answers (picked on the split itself, a bar at least as high as any answer prior learned
+    from training), or the split's most common reference caption. A method that does not beat this has
+    learned the answer prior, not the task."""
+    out = {}
+    for name in data.tasks:
+        task = get_task(name)
+        examples = load_examples(task, data.root, split)
+        refs = {ex.uid: ex.reference for ex in examples}
+        pool = Counter(t for ex in examples for t in (ex.reference if task.metric == "cider" else ex.targets))
+        tries = [text for text, _ in pool.most_common(1 if task.metric == "cider" else candidates)]
+        out[name] = max(float(METRICS[task.metric](dict.fromkeys(refs, text), refs)) for text in tries)
+    return out

@@ -197,9 +197,10 @@ def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None
         if ctx.rank == 0 and (epoch % spec.train.eval_every == 0 or epoch == spec.train.epochs):
             eval_start = time.perf_counter()
             scores = evaluate(model, val_loaders, tokenizer, ctx.device, spec.decode)
-            metrics.update({f"score_{k}": v for k, v in scores.items() if k != "avg"}, score=scores["avg"],
+            metrics.update({f"score_{k}": v for k, v in scores.items()}, score=spec.data.average(scores),
                            eval_time_s=time.perf_counter() - eval_start)
-            _log(ctx.rank, f"[epoch {epoch}] " + "  ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+            _log(ctx.rank, f"[epoch {epoch}] " + "  ".join(f"{k} {v:.2f}" for k, v in scores.items())
+                 + f"  score {metrics['score']:.2f}")
         metrics["run_time_s"] = time.perf_counter() - run_start
         checkpoint_and_report(epoch, metrics)
     return metrics
