@@ -209,10 +209,19 @@ def _tuner(cfg: StudyConfig, study_dir: Path, storage_path: str, name: str, trai
     run_config = tune.RunConfig(
         name=name, storage_path=storage_path, callbacks=[table], stop=DeviceHoursStopper(table, cfg.settings.gpu_hours),
         failure_config=tune.FailureConfig(max_failures=cfg.settings.max_failures), verbose=0)
-    path = f"{storage_path.rstrip('/')}/{name}"
-    if resume and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    if restoring(storage_path, name, resume):
+        return tune.Tuner.restore(_experiment_path(storage_path, name), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True)
     return tune.Tuner(trainable, tune_config=tune_config, param_space=param_space, run_config=run_config)
+
+
+def _experiment_path(storage_path: str, name: str) -> str:
+    return f"{storage_path.rstrip('/')}/{name}"
+
+
+def restoring(storage_path: str, name: str, resume: bool) -> bool:
+    """Whether experiment `name` continues from its saved Tune state (then a new searcher is not used)."""
+    return resume and tune.Tuner.can_restore(_experiment_path(storage_path, name))
 
 
 def optuna_sampler(name: str, seed: int, num_samples: int) -> optuna.samplers.BaseSampler:
@@ -229,7 +238,10 @@ def search_variant(cfg: StudyConfig, variant_name: str, study_dir: Path, storage
     searcher = FidelityAwareOptunaSearch(
         space=VariantSpace(cfg, variant_name), metric=OBJECTIVES[0], mode=OBJECTIVES[1],
         study_name=f"{s.name}-{variant_name}", storage=optuna_storage(cfg, study_dir),
-        sampler=optuna_sampler(s.sampler, s.sampler_seed, num_samples))
+        sampler=optuna_sampler(s.sampler, s.sampler_seed, num_samples),
+        # the variant's default setting is its first trial; a restored experiment has had it (and keeps its
+        # own searcher: enqueueing here would add the point to its Optuna study a second time)
+        points_to_evaluate=None if restoring(storage_path, variant_name, resume) else [cfg.first_point(variant_name)[0]])
     scheduler = (ASHAScheduler(metric="score", mode="max", time_attr="epoch", max_t=cfg.run.train.epochs,
                                grace_period=s.grace_period, reduction_factor=s.reduction_factor)
                  if s.asha else FIFOScheduler())

@@ -140,10 +140,15 @@ class StudyConfig:
         train = {"lr": lr, **({"seed": seed} if seed is not None else {})}
         return RunSpec.from_dict({**self.run.to_dict(), "method": method.to_dict()}).replace(train=train)
 
+    def first_point(self, variant_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A variant's default setting: the first value of every choice (the lowest of a range), as the
+        Optuna parameters to enqueue (the study's first trial of the variant) and as the drawn values."""
+        first = _FirstValue()
+        return first.params, sample(self.space(variant_name), first)
+
     def first_spec(self, variant_name: str) -> RunSpec:
-        """The run of a variant at the first value of every choice (the lowest of a range): the setting a
-        study config lists first as its default, and which validation checks eagerly."""
-        return self.trial_spec(variant_name, sample(self.space(variant_name), _FirstValue()))
+        """The run of a variant at its default setting (`first_point`), which validation checks eagerly."""
+        return self.trial_spec(variant_name, self.first_point(variant_name)[1])
 
     def params_of(self, spec: RunSpec) -> ParamReport:
         """Trainable/total parameters of a trial's configuration, known before training."""
@@ -173,6 +178,9 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
     search = data.get("search") or {}
     if not isinstance(search, dict):
         raise ConfigError("search must map method names to {parameter: distribution}")
+    if settings.asha and run.train.eval_every != 1:
+        raise ConfigError(f"study.asha compares every epoch's score, but run.train.eval_every={run.train.eval_every} "
+                          "validates less often; set eval_every: 1 or asha: false")
     config = StudyConfig(settings, run, search)
     methods = {cfg["method"] for cfg in VARIANTS[config.family].values()} | {DESIGNS}
     d_model = config.d_model
@@ -188,16 +196,19 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
 
 
 class _FirstValue:
-    """A stand-in Optuna trial that picks the first/lowest value, to validate a space eagerly."""
+    """A stand-in Optuna trial that picks the first/lowest value and records it under its Optuna name."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
 
     def suggest_categorical(self, name: str, values: list[Any]) -> Any:
-        return values[0]
+        return self.params.setdefault(name, values[0])
 
     def suggest_float(self, name: str, low: float, high: float, log: bool = False) -> float:
-        return low
+        return self.params.setdefault(name, low)
 
     def suggest_int(self, name: str, low: int, high: int, log: bool = False) -> int:
-        return low
+        return self.params.setdefault(name, low)
 
 
 def load_study(path: str | Path | None) -> StudyConfig:

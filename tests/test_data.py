@@ -187,3 +187,20 @@ def test_missing_root_and_unknown_task(tmp_path):
         DataConfig(tasks=("nlrv",))
     with pytest.raises(ConfigError, match="data.batch_size"):
         DataConfig(batch_size=0)
+
+
+@pytest.mark.parametrize("scale, message", [
+    ({"captoin": 0.1}, r"unknown data.score_scale task 'captoin' \(did you mean 'caption'\?\)"),
+    ({"caption": 0}, r"data.score_scale.caption=0 must be a finite number > 0"),
+    ({"caption": "0.1"}, r"data.score_scale.caption='0.1' must be a finite number > 0"),
+    ([0.1], r"data.score_scale=\[0.1\] must map task names to factors"),
+])
+def test_bad_score_scale(scale, message):
+    with pytest.raises(ConfigError, match=message):
+        DataConfig(score_scale=scale)
+
+
+def test_score_scale_weights_the_average_only():
+    scores = {"vqa": 60.0, "gqa": 40.0, "nlvr": 50.0, "caption": 700.0}
+    assert DataConfig().average(scores) == pytest.approx(212.5)
+    assert DataConfig(score_scale={"caption": 0.1}).average(scores) == pytest.approx(55.0)

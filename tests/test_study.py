@@ -70,7 +70,9 @@ def test_small_study_records_every_trial_and_tells_optuna_the_fidelity(ray_local
     storage = f"sqlite:///{tmp_path / 'study' / 'optuna.db'}"
     states = {}
     for variant in ("vlpet-large", DESIGNS):
-        for t in optuna.load_study(study_name=f"t-{variant}", storage=storage).trials:
+        trials = optuna.load_study(study_name=f"t-{variant}", storage=storage).trials
+        assert trials[0].params == cfg.first_point(variant)[0]  # each variant's default setting is its first trial
+        for t in trials:
             states[t.state.name] = states.get(t.state.name, 0) + 1
             if t.state.name == "COMPLETE":
                 assert t.values[1] in set(completed["params"])
@@ -195,6 +197,7 @@ def test_paper_bart_base_study_config_validates_with_a_bart_base_stand_in():
     ({"run": {"train": {"epochs": 0}}}, r"train.epochs=0 must be an integer >= 1"),
     ({"study": {"max_params": -5}}, "study.max_params=-5"),
     ({"study": {"sampler": "tpee"}}, "unknown study.sampler 'tpee'.*did you mean 'tpe'"),
+    ({"run": {"train": {"eval_every": 2}}}, r"study.asha compares every epoch's score.*eval_every=2"),
 ])
 def test_bad_study_configs_fail_with_the_field(bench, tokenizer_dir, change, message):
     with pytest.raises(ConfigError, match=message):

@@ -190,8 +190,9 @@ def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None
     run_start = time.perf_counter() - metrics.get("run_time_s", 0.0)  # cumulative over restarts
     for epoch in range(start_epoch, spec.train.epochs + 1):
         train_stats = _train_epoch(wrapped, train_loader, optimizer, scheduler, spec, ctx, epoch)
+        # `score` is in every report (Tune's searchers require it): NaN in epochs without a validation
         metrics = {"epoch": epoch, "max_epochs": spec.train.epochs, "fidelity": epoch / spec.train.epochs,
-                   "setup_time_s": setup_time, **train_stats, "params": report_params.trainable,
+                   "score": float("nan"), "setup_time_s": setup_time, **train_stats, "params": report_params.trainable,
                    "total_params": report_params.total, "params_pct": report_params.percent,
                    "world_size": int(_all_reduce_sum(1.0, ctx.device))}
         if ctx.rank == 0 and (epoch % spec.train.eval_every == 0 or epoch == spec.train.epochs):
