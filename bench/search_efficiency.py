@@ -57,7 +57,7 @@ def study_data(epochs: int) -> dict[str, Any]:
     data = load_study(None).to_dict()
     data["study"].update(variants=list(VARIANTS), asha=False, seeds=1, max_concurrent_trials=2)
     data["search"] = {"vlpet": {**{k: {"choice": list(v)} for k, v in GRID.items()}, **FIXED}}
-    data["run"]["train"]["epochs"] = epochs
+    data["run"]["train"].update(epochs=epochs, eval_every=1)  # every epoch is replayed, ASHA arms compare them
     return data
 
 

@@ -134,8 +134,9 @@ class ResultsTable(tune.Callback):
         rows[(row["trial_id"], int(row["epoch"] or 0))] = row
         self._write(rows)
         if self.log and row["status"] != SKIPPED:
+            score = "not validated" if pd.isna(row["score"]) else f"{row['score']:.2f}"
             print(f"[{row['variant']}] trial {trial.trial_id} epoch {row['epoch']}/{row['max_epochs']} "
-                  f"score {row['score']:.2f} params {row['params_pct']:.2f} %", flush=True)
+                  f"score {score} params {row['params_pct']:.2f} %", flush=True)
 
     def _finish(self, trial: Any, status: str, error: str = "") -> None:
         rows = self._rows()
