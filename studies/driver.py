@@ -1,11 +1,10 @@
-"""The study driver: per variant, a Ray Tune study searched by multi-objective Optuna (maximise the
-average validation score, minimise trainable parameters) with ASHA early stopping; every trial is a
-Ray Train `TorchTrainer` run (Train V2: the trial function builds and fits the trainer).
+"""The study driver: one Ray Tune experiment in which every variant is searched by multi-objective
+Optuna (maximise the average validation score, minimise trainable parameters; `studies.searcher`)
+with ASHA early stopping per variant; every trial trains in its Tune trial process, or in a Ray Train
+`TorchTrainer` worker group for data-parallel runs (`studies.trial`).
 
-Fidelity: a trial stopped early by ASHA has only a low-fidelity score. It is told to Optuna as
-PRUNED (never as a finished point) and kept in the results table with its fidelity, so the frontier
-is built from full-fidelity runs only. Off-the-shelf OptunaSearch would tell its last score as if
-the run had finished; `FidelityAwareOptunaSearch` fixes that.
+A trial stopped early keeps its rows in the results table with its fidelity, so the frontier is
+built from full-fidelity runs only.
 
 Persistence: the results table (Parquet, written atomically after every report), the Optuna study
 (SQLite or PostgreSQL), Tune's experiment state and Train's checkpoints all live under the study
@@ -14,6 +13,7 @@ directory, so a killed driver resumes (`--resume`) with every finished result ke
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -21,16 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
 
 from studies.search_space import DESIGNS, sample
-from studies.study_config import StudyConfig
+from studies.searcher import FidelityAwareOptunaSearch, PerVariantScheduler, VariantsSearch
+from studies.study_config import StudyConfig, StudySettings
 from studies.trial import SKIPPED, run_trial, trial_config
 from vlpet.errors import ConfigError
 from vlpet.methods.variants import design_name
@@ -38,35 +37,13 @@ from vlpet.train.ray_trainer import check_resources
 
 OBJECTIVES = (["score", "params"], ["max", "min"])
 RESULTS = "results.parquet"
+SEARCH = "search"  # the Tune experiment of the search (every variant); seed re-runs are "seeds"
 
 
 # ----------------------------------------------------------------------------------------- search
 def trial_dirname(trial: Any) -> str:
     """Short trial directories (Tune's default name embeds every parameter)."""
     return f"trial_{trial.trial_id}"
-
-
-class FidelityAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna the truth about early stopping and failures: a trial that did
-    not reach full fidelity is PRUNED, a failed or over-budget trial FAILED, and a trial already
-    finished in the Optuna storage (e.g. told before a driver crash) is never told again."""
-
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        ot_trial = self._ot_trials[trial_id]
-        stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
-        if stored.state.is_finished():
-            self._completed_trials.add(trial_id)
-            return
-        values, state = None, optuna.trial.TrialState.FAIL
-        if not error and result and result.get("status") != SKIPPED:
-            if result.get("fidelity", 0.0) >= 1.0 and np.isfinite(result.get("score", np.nan)):
-                values, state = [result["score"], result["params"]], optuna.trial.TrialState.COMPLETE
-            else:
-                state = optuna.trial.TrialState.PRUNED
-        self._ot_study.tell(ot_trial, values, state=state)
-        self._completed_trials.add(trial_id)
 
 
 def describe_trial(cfg: StudyConfig, variant_name: str, params: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
@@ -118,14 +95,17 @@ class ResultsTable(tune.Callback):
                "config": json.dumps(cfg["params"], sort_keys=True), "status": result.get("status", "running"),
                "error": ""}
         keys = ("epoch", "max_epochs", "fidelity", "params", "total_params", "params_pct", "score", "loss",
-                "examples_per_s", "world_size", "node_id", "setup_time_s", "train_time_s", "eval_time_s",
+                "examples_per_s", "world_size", "node_id", "pid", "setup_time_s", "train_time_s", "eval_time_s",
                 "submitted_at", "worker_started_at")
         row.update({k: result.get(k) for k in keys})
         row.update({k: v for k, v in result.items() if k.startswith("score_")})
         row["wall_time_s"] = result.get("run_time_s", result.get("time_total_s"))
         # driver clock: when Tune started the trial and when this report arrived (orchestration overhead)
         row["started_at"], row["reported_at"] = trial.run_metadata.start_time, time.time()
-        row["checkpoint_path"] = result.get("checkpoint_path", "")
+        # a worker group's checkpoint is Train's (its path in the result); an in-process trial's is Tune's
+        tune_checkpoint = result.get("checkpoint_dir_name")
+        row["checkpoint_path"] = result.get("checkpoint_path") or (f"{trial.path}/{tune_checkpoint}" if tune_checkpoint
+                                                                   else "")
         return row
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
@@ -209,7 +189,8 @@ def _tuner(cfg: StudyConfig, study_dir: Path, storage_path: str, name: str, trai
            resume: bool) -> tune.Tuner:
     run_config = tune.RunConfig(
         name=name, storage_path=storage_path, callbacks=[table], stop=DeviceHoursStopper(table, cfg.settings.gpu_hours),
-        failure_config=tune.FailureConfig(max_failures=cfg.settings.max_failures), verbose=0)
+        failure_config=tune.FailureConfig(max_failures=cfg.settings.max_failures), verbose=0,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2))  # an in-process trial's: the 2 latest epochs
     if restoring(storage_path, name, resume):
         return tune.Tuner.restore(_experiment_path(storage_path, name), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
@@ -225,6 +206,18 @@ def restoring(storage_path: str, name: str, resume: bool) -> bool:
     return resume and tune.Tuner.can_restore(_experiment_path(storage_path, name))
 
 
+def trials_per_variant(settings: StudySettings) -> dict[str, int]:
+    """Each variant's number of search trials: `trials_per_variant`, in variant order within `max_trials`."""
+    trials, remaining = {}, settings.max_trials
+    for name in settings.variants:
+        num = settings.trials_per_variant if remaining is None else min(settings.trials_per_variant, remaining)
+        if num <= 0:
+            break
+        trials[name] = num
+        remaining = None if remaining is None else remaining - num
+    return trials
+
+
 def optuna_sampler(name: str, seed: int, num_samples: int) -> optuna.samplers.BaseSampler:
     """TPE (random for its first third of trials, at least 2) or plain random search."""
     if name == "random":
@@ -232,24 +225,34 @@ def optuna_sampler(name: str, seed: int, num_samples: int) -> optuna.samplers.Ba
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, num_samples // 3))
 
 
-def search_variant(cfg: StudyConfig, variant_name: str, study_dir: Path, storage_path: str, trainable: Any,
-                   table: ResultsTable, num_samples: int, resume: bool) -> None:
-    """Run (or resume) the Optuna + ASHA search of one variant."""
+def variant_searcher(cfg: StudyConfig, variant_name: str, study_dir: Path, num_samples: int,
+                     first_trial: bool) -> FidelityAwareOptunaSearch:
+    """The Optuna searcher of one variant: its own Optuna study, its variant's default setting first."""
     s = cfg.settings
-    searcher = FidelityAwareOptunaSearch(
+    return FidelityAwareOptunaSearch(
         space=VariantSpace(cfg, variant_name), metric=OBJECTIVES[0], mode=OBJECTIVES[1],
         study_name=f"{s.name}-{variant_name}", storage=optuna_storage(cfg, study_dir),
         sampler=optuna_sampler(s.sampler, s.sampler_seed, num_samples),
-        # the variant's default setting is its first trial; a restored experiment has had it (and keeps its
-        # own searcher: enqueueing here would add the point to its Optuna study a second time)
-        points_to_evaluate=None if restoring(storage_path, variant_name, resume) else [cfg.first_point(variant_name)[0]])
-    scheduler = (ASHAScheduler(metric="score", mode="max", time_attr="epoch", max_t=cfg.run.train.epochs,
-                               grace_period=s.grace_period, reduction_factor=s.reduction_factor)
-                 if s.asha else FIFOScheduler())
-    tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, s.max_concurrent_trials), scheduler=scheduler,
-                                  num_samples=num_samples, time_budget_s=s.time_budget_s,
-                                  trial_dirname_creator=trial_dirname)
-    _tuner(cfg, study_dir, storage_path, variant_name, trainable, tune_config, None, table, resume).fit()
+        points_to_evaluate=[cfg.first_point(variant_name)[0]] if first_trial else None)
+
+
+def search(cfg: StudyConfig, trials: dict[str, int], study_dir: Path, storage_path: str, trainable: Any,
+           table: ResultsTable, resume: bool, name: str = SEARCH) -> None:
+    """Run (or resume) the Optuna searches of the variants (`trials`: variant -> its number of trials) side
+    by side in one Tune experiment, each with ASHA over its own trials when `study.asha` is on."""
+    s = cfg.settings
+    # a restored experiment keeps its own searcher, which has had every variant's first trial
+    # (enqueueing it again would add the point to the Optuna study a second time)
+    first = not restoring(storage_path, name, resume)
+    searcher = VariantsSearch({v: variant_searcher(cfg, v, study_dir, n, first) for v, n in trials.items()},
+                              trials, metric=OBJECTIVES[0], mode=OBJECTIVES[1])
+    asha = functools.partial(ASHAScheduler, metric="score", mode="max", time_attr="epoch", max_t=cfg.run.train.epochs,
+                             grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, s.max_concurrent_trials),
+                                  scheduler=PerVariantScheduler(asha) if s.asha else FIFOScheduler(),
+                                  num_samples=sum(trials.values()), time_budget_s=s.time_budget_s,
+                                  trial_dirname_creator=trial_dirname, reuse_actors=cfg.run.train.in_trial_process)
+    _tuner(cfg, study_dir, storage_path, name, trainable, tune_config, None, table, resume).fit()
 
 
 def frontier_configs(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -270,7 +273,7 @@ def run_points(cfg: StudyConfig, study_dir: Path, storage_path: str, trainable: 
     """Train given trial descriptions (`describe_trial`) to full fidelity, no search: Tune's grid search
     over them in the experiment `name` (seed re-runs; the exhaustive grid of bench/search_efficiency.py)."""
     tune_config = tune.TuneConfig(max_concurrent_trials=cfg.settings.max_concurrent_trials,
-                                  trial_dirname_creator=trial_dirname)
+                                  trial_dirname_creator=trial_dirname, reuse_actors=cfg.run.train.in_trial_process)
     _tuner(cfg, study_dir, storage_path, name, trainable, tune_config, {"run": tune.grid_search(runs)},
            table, resume).fit()
 
@@ -307,13 +310,16 @@ def check_study_dir(study_dir: Path, resume: bool, min_free_mb: int = 200) -> No
 
 
 def study_trainable(cfg: StudyConfig, storage_path: str) -> Any:
-    """The Tune trainable of every trial: `run_trial`, whose TorchTrainer keeps its checkpoints under
-    <storage_path>/train. The trial process itself only waits on its TorchTrainer: no CPU, a token of
-    memory (Ray refuses empty bundles)."""
-    train_storage = f"{storage_path.rstrip('/')}/train"
-    resources = tune.PlacementGroupFactory([{"CPU": 0, "memory": 2**20}])
-    return tune.with_resources(tune.with_parameters(run_trial, max_params=cfg.settings.max_params,
-                                                    train_storage=train_storage), resources)
+    """The Tune trainable of every trial: `run_trial`. An in-process trial holds its worker's CPUs and
+    GPUs itself; a worker-group trial only waits on its TorchTrainer (checkpoints under
+    <storage_path>/train), so it holds no CPU, a token of memory (Ray refuses empty bundles)."""
+    t = cfg.run.train
+    in_process = t.in_trial_process
+    bundle = ({"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})} if in_process
+              else {"CPU": 0, "memory": 2**20})
+    trainable = tune.with_parameters(run_trial, max_params=cfg.settings.max_params,
+                                     train_storage=f"{storage_path.rstrip('/')}/train", in_process=in_process)
+    return tune.with_resources(trainable, tune.PlacementGroupFactory([bundle]))
 
 
 def run_study(cfg: StudyConfig, study_dir: Path, storage_path: str | None = None, resume: bool = False) -> pd.DataFrame:
@@ -329,19 +335,14 @@ def run_study(cfg: StudyConfig, study_dir: Path, storage_path: str | None = None
     trainable = study_trainable(cfg, storage_path)
     table = ResultsTable(study_dir, "search", _devices_per_trial(cfg))
     start = time.perf_counter()
-    remaining = cfg.settings.max_trials
-    for variant_name in cfg.settings.variants:
-        num = cfg.settings.trials_per_variant if remaining is None else min(cfg.settings.trials_per_variant, remaining)
-        if num <= 0:
-            break
-        print(f"== {variant_name}: {num} trials (Optuna {cfg.settings.sampler}{' + ASHA' if cfg.settings.asha else ''})",
-              flush=True)
-        search_variant(cfg, variant_name, study_dir, storage_path, trainable, table, num, resume)
-        remaining = None if remaining is None else remaining - num
-        if DeviceHoursStopper(table, cfg.settings.gpu_hours).stop_all():
-            print("device-hour budget spent: stopping the study", flush=True)
-            break
-    if cfg.settings.seeds > 1:
+    trials = trials_per_variant(cfg.settings)
+    print(f"== search: {', '.join(f'{v} {n}' for v, n in trials.items())} trials (Optuna {cfg.settings.sampler}"
+          f"{', ASHA per variant' if cfg.settings.asha else ''}; {cfg.settings.max_concurrent_trials} at a time)",
+          flush=True)
+    search(cfg, trials, study_dir, storage_path, trainable, table, resume)
+    if DeviceHoursStopper(table, cfg.settings.gpu_hours).stop_all():
+        print("device-hour budget spent: no seed re-runs", flush=True)
+    elif cfg.settings.seeds > 1:
         table.phase = "seeds"
         run_seeds(cfg, study_dir, storage_path, trainable, table, resume)
     frame = table.frame()

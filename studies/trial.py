@@ -1,8 +1,12 @@
-"""The Tune trial function. Kept free of heavy imports (no transformers, no model code): every
-trial runs in a fresh process, and only its Train workers need those."""
+"""The Tune trial function: a trial trains in its own process (`train.runner` trial, the default for one
+worker) or waits on a Ray Train worker group (`workers`, for DDP). Module import stays light (no
+transformers, no model code): a worker-group trial never needs them, and an in-process trial imports
+them once per process, which then serves the study's next trials (Tune's `reuse_actors`)."""
 
 from __future__ import annotations
 
+import functools
+import time
 from typing import Any
 
 from ray import tune
@@ -19,14 +23,44 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
     return config["run"] if "run" in config else config
 
 
-def run_trial(config: dict[str, Any], max_params: int | None, train_storage: str) -> None:
-    """Skip a configuration over the parameter budget (no compute spent), else fit its TorchTrainer,
-    whose per-epoch reports reach Tune through TuneReportCallback. A retried or resumed trial (same
-    trial id, so same run name) continues from its latest checkpoint."""
+def run_trial(config: dict[str, Any], max_params: int | None, train_storage: str, in_process: bool) -> None:
+    """Skip a configuration over the parameter budget (no compute spent), else train it, reporting every
+    epoch to Tune with its checkpoint. A retried or resumed trial continues from its latest checkpoint."""
+    submitted_at = time.time()
     config = trial_config(config)
     if max_params is not None and config["trainable"] > max_params:
         tune.report({"status": SKIPPED, "epoch": 0, "fidelity": 0.0, "score": 0.0, "params": config["trainable"],
                      "total_params": config["total"], "params_pct": config["params_pct"]})
         return
+    if in_process:
+        train_in_process(config["spec"], submitted_at)
+        return
+    # a worker group: its checkpoints live under the run name (the trial id), its reports reach Tune
+    # through TuneReportCallback
     trial_id = tune.get_context().get_trial_id()
     make_trainer(config["spec"], train_storage, f"trial_{trial_id}", callbacks=[TuneReportCallback()]).fit()
+
+
+def train_in_process(spec: dict[str, Any], submitted_at: float) -> None:
+    """Train in this trial process on the trial's own resources (its CPUs; its GPU, made visible by Ray
+    as device 0), with checkpoints in the trial's Tune storage, where a retried or restored trial finds
+    them. The backbone is loaded once per process and copied for every trial."""
+    import torch
+
+    from vlpet.train.config import RunSpec
+    from vlpet.train.loop import WorkerContext
+    from vlpet.train.ray_trainer import train_and_report
+
+    run = RunSpec.from_dict(spec)
+    device = torch.device("cuda" if run.train.gpus_per_worker > 0 else "cpu")
+    ctx = WorkerContext(device=device, backbones=_process_backbones())
+    train_and_report(run, ctx, tune.report, tune.Checkpoint, tune.get_checkpoint(),
+                     {"submitted_at": submitted_at, "worker_started_at": submitted_at})
+
+
+@functools.cache
+def _process_backbones() -> Any:
+    """This process's BackboneCache, shared by the trials it serves."""
+    from vlpet.train.loop import BackboneCache
+
+    return BackboneCache()

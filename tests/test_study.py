@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from studies.driver import FidelityAwareOptunaSearch, ResultsTable, VariantSpace, describe_trial, frontier_configs
+from studies.driver import ResultsTable, VariantSpace, describe_trial, frontier_configs
 from studies.frontier import main as frontier_main
 from studies.search_space import DEFAULT_SPACES, DESIGNS
+from studies.searcher import FidelityAwareOptunaSearch
 from studies.study_config import load_study, study_from_dict
 from tests.conftest import SMALL
 from vlpet.errors import ConfigError
@@ -95,6 +96,29 @@ def test_fidelity_aware_search_never_tells_a_low_fidelity_score():
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
     assert trials[0].values == [50.0, 10]
     assert [t.values for t in search._ot_study.best_trials] == [[50.0, 10]]
+
+
+def test_resumed_search_takes_over_the_trial_its_driver_asked_before_dying(tmp_path):
+    """The driver died after Optuna stored trial 1 (RUNNING) but before Tune saved its searcher: the resumed
+    searcher's next trial runs trial 1's parameters instead of asking a new one."""
+    def searcher() -> FidelityAwareOptunaSearch:
+        search = FidelityAwareOptunaSearch(space=lambda trial: {"x": trial.suggest_float("x", 0, 1)},
+                                           metric=["score", "params"], mode=["max", "min"], study_name="s",
+                                           storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}"))
+        search.set_search_properties(None, None, {})
+        return search
+
+    before = searcher()
+    before.suggest("a")
+    before.on_trial_complete("a", {"score": 1.0, "params": 1, "fidelity": 1.0})
+    asked = before.suggest("b")  # ... and the driver dies: "b" is in Optuna only
+    resumed = searcher()  # the state Tune saved after "a"
+    resumed._ot_trials = {"a": before._ot_trials["a"]}
+    resumed._completed_trials = {"a"}
+    assert resumed.suggest("c") == asked
+    resumed.on_trial_complete("c", {"score": 2.0, "params": 1, "fidelity": 1.0})
+    assert [t.state.name for t in resumed._ot_study.trials] == ["COMPLETE", "COMPLETE"]
+    assert resumed.suggest("d") != asked and len(resumed._ot_study.trials) == 3  # no orphan left: a new trial
 
 
 @pytest.mark.parametrize("method", sorted(set(DEFAULT_SPACES) - {DESIGNS}))

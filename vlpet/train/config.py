@@ -20,6 +20,9 @@ from vlpet.models.backbones import EMBEDDED
 from vlpet.train.evaluate import DecodeConfig
 
 
+RUNNERS = ("auto", "trial", "workers")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and scaling of one run (the paper's code: AdamW eps 1e-6, wd 0.01, 10 % linear
@@ -30,6 +33,9 @@ class TrainConfig:
         seed: seeds torch/numpy/random, data order and target sampling.
         precision: "auto" (bf16 autocast on GPU, fp32 on CPU), "bf16" or "fp32".
         num_workers: Ray Train workers (data-parallel DDP ranks) of this run.
+        runner: how a study trial trains: "trial" in the Tune trial process itself (one worker, no worker
+            group to start; the process and its imports serve the next trial), "workers" in a Ray Train
+            TorchTrainer worker group (DDP), "auto" (default) the first when num_workers is 1.
         gpus_per_worker: GPUs per worker; 0 trains on CPU. Requests beyond the cluster fail before start.
         cpus_per_worker: CPUs reserved per worker.
         log_every: print progress every this many steps (rank 0).
@@ -45,6 +51,7 @@ class TrainConfig:
     seed: int = 42
     precision: str = "auto"
     num_workers: int = 1
+    runner: str = "auto"
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
     log_every: int = 50
@@ -66,6 +73,17 @@ class TrainConfig:
             raise ConfigError(f"train.gpus_per_worker={self.gpus_per_worker!r} must be >= 0")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.precision={self.precision!r} must be auto, bf16 or fp32")
+        if self.runner not in RUNNERS:
+            raise ConfigError(f"train.runner={self.runner!r} must be one of {', '.join(RUNNERS)}"
+                              f"{closest(str(self.runner), RUNNERS)}")
+        if self.runner == "trial" and self.num_workers > 1:
+            raise ConfigError(f"train.runner=trial trains one worker in the trial process, but num_workers="
+                              f"{self.num_workers}; set runner: workers (or auto) for data-parallel runs")
+
+    @property
+    def in_trial_process(self) -> bool:
+        """Whether a study trial trains in its own process rather than in a Ray Train worker group."""
+        return self.runner == "trial" or (self.runner == "auto" and self.num_workers == 1)
 
 
 @dataclass(frozen=True)

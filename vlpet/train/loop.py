@@ -10,13 +10,15 @@ run continues at the next epoch exactly where it stopped.
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import random
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +30,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from vlpet.checkpoint import load_adapter, save_adapter
 from vlpet.data import MultitaskLoader, build_dataset, build_loader, get_task
 from vlpet.methods import apply_method
-from vlpet.models import VLModel, build_vl_model
+from vlpet.models import BackboneConfig, VLModel, build_vl_model
 from vlpet.params import param_report
 from vlpet.train.config import RunSpec
 from vlpet.train.evaluate import evaluate, task_loss
@@ -54,6 +56,33 @@ class WorkerContext:
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     prepare_model: Callable[[nn.Module], nn.Module] = lambda m: m
+    backbones: BackboneCache | None = None  # set where one process trains run after run (a reused trial process)
+
+
+class BackboneCache:
+    """The last backbone this process loaded, for a process that trains run after run.
+
+    Every run gets its own deep copy (methods inject into the model they are given) and leaves torch's
+    RNG where loading would have left it: loading draws from it (weights the checkpoint lacks are
+    initialised at random), so the key holds the RNG state before loading, and a run served from the
+    cache draws exactly what it would draw in a fresh process. One entry: a study's trials share
+    their backbone and seed, and a backbone of paper size costs its memory only once.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[str, bytes] | None = None
+        self._model: VLModel | None = None
+        self._rng_after: torch.Tensor | None = None
+
+    def build(self, cfg: BackboneConfig) -> VLModel:
+        key = (json.dumps(asdict(cfg), sort_keys=True, default=str), torch.get_rng_state().numpy().tobytes())
+        if key == self._key:
+            torch.set_rng_state(self._rng_after)
+        else:
+            self._model = build_vl_model(cfg)
+            self._key, self._rng_after = key, torch.get_rng_state()
+        tokenizer = self._model.tokenizer  # read-only: shared, not copied
+        return copy.deepcopy(self._model, memo={id(tokenizer): tokenizer})
 
 
 def seed_everything(seed: int) -> None:
@@ -63,9 +92,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(spec: RunSpec) -> VLModel:
+def build_model(spec: RunSpec, backbones: BackboneCache | None = None) -> VLModel:
     """Backbone + method of a run, before any weights are loaded from a checkpoint."""
-    return apply_method(build_vl_model(spec.backbone), spec.method)
+    backbone = backbones.build(spec.backbone) if backbones else build_vl_model(spec.backbone)
+    return apply_method(backbone, spec.method)
 
 
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
@@ -145,7 +175,7 @@ def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None
     ctx = ctx or WorkerContext()
     setup_start = time.perf_counter()
     seed_everything(spec.train.seed)
-    model = build_model(spec)
+    model = build_model(spec, ctx.backbones)
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ValueError("backbone.tokenizer is required for training (a tokenizer directory or a pretrained model)")

@@ -12,8 +12,9 @@ only builds the trainer, and only the workers pay for the heavy imports.
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from vlpet.errors import ConfigError
 
 if TYPE_CHECKING:
     from vlpet.train.config import RunSpec, TrainConfig
+    from vlpet.train.loop import WorkerContext
 
 
 def train_worker(config: dict[str, Any]) -> None:
@@ -34,24 +36,31 @@ def train_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from vlpet.train.config import RunSpec
-    from vlpet.train.loop import WorkerContext, run_training
+    from vlpet.train.loop import WorkerContext
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # per-report INFO lines drown the progress
-    # wall clocks for the orchestration-overhead breakdown (bench/orchestration.py)
-    clocks = {"submitted_at": config.get("submitted_at"), "worker_started_at": worker_started_at}
-    spec = RunSpec.from_dict(config["spec"])
     context = ray.train.get_context()
     world = context.get_world_size()
     ctx = WorkerContext(rank=context.get_world_rank(), world_size=world, device=ray.train.torch.get_device(),
                         prepare_model=ray.train.torch.prepare_model if world > 1 else (lambda m: m))
+    train_and_report(RunSpec.from_dict(config["spec"]), ctx, ray.train.report, Checkpoint, ray.train.get_checkpoint(),
+                     {"submitted_at": config.get("submitted_at"), "worker_started_at": worker_started_at})
 
-    node_id = ray.get_runtime_context().get_node_id()
+
+def train_and_report(spec: RunSpec, ctx: WorkerContext, report_fn: Callable[..., None], checkpoint_cls: type,
+                     checkpoint: Any, clocks: dict[str, float | None]) -> None:
+    """Train `spec` (from `checkpoint`, if any) and hand every epoch to `report_fn(metrics, checkpoint=...)`:
+    Train's report in a worker group, Tune's in a trial process, each with its own checkpoint class, which
+    persists the epoch's checkpoint to storage. Every report says where it ran (node and process) and
+    carries `clocks`, the wall clocks of the orchestration-overhead breakdown (bench/orchestration.py)."""
+    from vlpet.train.loop import run_training
+
+    where = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        ray.train.report({**metrics, "node_id": node_id, **clocks}, checkpoint=checkpoint)
+        saved = checkpoint_cls.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        report_fn({**metrics, **where, **clocks}, checkpoint=saved)
 
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         run_training(spec, report, None, ctx)
         return
