@@ -12,7 +12,7 @@ it spends (epochs trained), for
 Phase 1 trains the grid for real, once (a Tune grid of Ray Train trials through the study driver's
 `run_points`; resumable: re-running the command continues it) and records every trial's per-epoch
 validation reports in <grid-dir>/results.parquet. Phase 2 runs each search arm through the driver's
-own `search_variant` (Ray Tune + FidelityAwareOptunaSearch + ASHA + the results table), several sampler
+own `search` (Ray Tune + FidelityAwareOptunaSearch + ASHA + the results table), several sampler
 seeds each, with a trainable that replays the grid's recorded reports for the configuration it is
 given instead of training it again. The arms search exactly the grid's discrete space, so every
 configuration they draw has a recorded run; what differs between arms is only which configurations
@@ -108,7 +108,7 @@ def run_arm(data: dict[str, Any], sampler: str, asha: bool, seed: int, trials: i
     """One search (every variant, `trials` trials each) with replayed trials; its results table."""
     from ray import tune
 
-    from studies.driver import ResultsTable, search_variant
+    from studies.driver import ResultsTable, search, trials_per_variant
     from studies.study_config import study_from_dict
 
     data = {**data, "study": {**data["study"], "sampler": sampler, "asha": asha, "sampler_seed": seed,
@@ -118,8 +118,7 @@ def run_arm(data: dict[str, Any], sampler: str, asha: bool, seed: int, trials: i
     study_dir.mkdir()
     table = ResultsTable(study_dir, "search", 1.0, log=False)
     trainable = tune.with_resources(tune.with_parameters(replay, grid=grid), {"cpu": 1})
-    for variant in cfg.settings.variants:
-        search_variant(cfg, variant, study_dir, str(study_dir / "ray"), trainable, table, trials, resume=False)
+    search(cfg, trials_per_variant(cfg.settings), study_dir, str(study_dir / "ray"), trainable, table, resume=False)
     return table.frame()
 
 

@@ -50,7 +50,7 @@ class StudySettings:
         seeds: seeds per frontier point; > 1 re-runs the frontier configurations with extra seeds.
         asha: stop weak trials early with ASHA (per-epoch `score`); grace_period and reduction_factor tune it.
         max_trials: cap on all trials of the study (search + seeds).
-        time_budget_s: wall-clock budget of the search per variant.
+        time_budget_s: wall-clock budget of the search (all variants: they run in one Tune experiment).
         gpu_hours: GPU-hour budget of the whole study (sum over trials of wall time x GPUs).
         optuna_storage: Optuna RDB URL; default sqlite:///<study dir>/optuna.db (PostgreSQL for clusters).
         sampler: Optuna sampler, `tpe` (multi-objective TPE) or `random` (the baseline that

@@ -32,14 +32,16 @@ def _stop_and_fail(proc: subprocess.Popen, why: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("runner", ["trial", "workers"])
 def test_study_spans_two_nodes_and_a_killed_worker_node_loses_no_trial_and_no_epoch(two_nodes, bench, tokenizer_dir,
-                                                                                    tmp_path):
-    """Through `--address`: the two concurrent trials run one per node (one CPU each); once both have
-    reported an epoch, the worker node's raylet is killed. Tune retries the trial that was on it from its
-    last checkpoint (on the head, once the head's trial is done) and the study completes."""
+                                                                                    tmp_path, runner):
+    """Through `--address`: the two concurrent trials run one per node (one CPU each), in their trial
+    processes or in Ray Train worker groups; once both have reported an epoch, the worker node's raylet is
+    killed. Tune retries the trial that was on it from its last checkpoint (on the head, once the head's
+    trial is done) and the study completes."""
     data = study_dict(bench, tokenizer_dir, variants=["vlpet-large"], trials_per_variant=2, max_concurrent_trials=2,
                       asha=False, max_failures=3)
-    data["run"]["train"]["epochs"] = 2
+    data["run"]["train"].update(epochs=2, runner=runner)
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(data))
     study_dir = tmp_path / "study"

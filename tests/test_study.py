@@ -277,3 +277,29 @@ def test_seed_flag_sets_every_trial_seed_and_the_sampler_seed(bench, tokenizer_d
     assert (seeded.settings.sampler_seed, seeded.run.train.seed) == (7, 7)
     assert (default.settings.sampler_seed, default.run.train.seed) != (7, 7)
     assert seeded.first_spec("vlpet-large").train.seed == 7
+
+
+@pytest.mark.slow
+def test_a_reused_trial_process_starts_every_trial_clean(ray_local, bench, tokenizer_dir, tmp_path):
+    """Three trials one after another in one trial process: VL-PET-large, LoRA, VL-PET-large again. The
+    repeat reports exactly what the first run did (loss and every score of every epoch): no weights,
+    optimiser state, RNG or task leak from the trials before it, and the cached backbone trains as a fresh
+    load does."""
+    from studies.driver import describe_trial, run_points, study_trainable
+
+    cfg = study_from_dict(study_dict(bench, tokenizer_dir, variants=["vlpet-large", "lora"], max_concurrent_trials=1))
+    assert cfg.run.train.in_trial_process
+    runs = [describe_trial(cfg, v, cfg.first_point(v)[1]) for v in ("vlpet-large", "lora", "vlpet-large")]
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    storage = str(study_dir / "ray")
+    run_points(cfg, study_dir, storage, study_trainable(cfg, storage), ResultsTable(study_dir, "grid", 1.0, log=False),
+               "reuse", runs, resume=False)
+    table = pd.read_parquet(study_dir / "results.parquet").sort_values("started_at", kind="stable")
+    order = list(dict.fromkeys(table["trial_id"]))
+    assert table.groupby("trial_id")["variant"].first()[order].tolist() == ["vlpet-large", "lora", "vlpet-large"]
+    assert table["pid"].nunique() == 1, "the three trials should share one reused process"
+    first, repeat = (table[table["trial_id"] == t].sort_values("epoch") for t in (order[0], order[2]))
+    metrics = ["loss", *(c for c in table.columns if c.startswith("score"))]
+    assert len(first) == 2 and first[metrics].to_numpy().tolist() == repeat[metrics].to_numpy().tolist()
+    assert first["checkpoint_path"].map(lambda p: Path(p).is_dir()).all()  # in the trial's Tune storage

@@ -99,6 +99,16 @@ def test_bad_train_values_name_the_field(bench, tokenizer_dir):
         small_spec(bench, tokenizer_dir, precision="fp8")
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         small_spec(bench, tokenizer_dir, epoch=3)
+    with pytest.raises(ConfigError, match="train.runner='worker'.*did you mean 'workers'"):
+        small_spec(bench, tokenizer_dir, runner="worker")
+    with pytest.raises(ConfigError, match="train.runner=trial .* num_workers=2; set runner: workers"):
+        small_spec(bench, tokenizer_dir, runner="trial", num_workers=2)
+
+
+def test_the_runner_defaults_to_the_trial_process_for_one_worker(bench, tokenizer_dir):
+    assert small_spec(bench, tokenizer_dir).train.in_trial_process
+    assert not small_spec(bench, tokenizer_dir, num_workers=2).train.in_trial_process
+    assert not small_spec(bench, tokenizer_dir, runner="workers").train.in_trial_process
 
 
 def test_schedule_equals_the_papers_transformers_schedule():

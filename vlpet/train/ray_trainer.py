@@ -5,8 +5,10 @@ checkpoint. A run re-created with the same name and storage path resumes from it
 (Train V2 restores the run's checkpoint state from storage), and `FailureConfig` restarts a failed
 worker group from it.
 
-This module imports neither transformers nor the model code at import time: a Tune trial process
-only builds the trainer, and only the workers pay for the heavy imports.
+`train_and_report` is the part shared with study trials that train in their own Tune trial process
+(`studies.trial`): the same loop, reports and checkpoints, with Tune's report instead of Train's.
+This module imports neither transformers nor the model code at import time: a trial that starts a
+worker group only builds the trainer, and only the workers pay for the heavy imports.
 """
 
 from __future__ import annotations
