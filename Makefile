@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/python studies/frontier.py $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs
