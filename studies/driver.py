@@ -237,13 +237,13 @@ def variant_searcher(cfg: StudyConfig, variant_name: str, study_dir: Path, num_s
 
 
 def search(cfg: StudyConfig, trials: dict[str, int], study_dir: Path, storage_path: str, trainable: Any,
-           table: ResultsTable, resume: bool, name: str = SEARCH) -> None:
+           table: ResultsTable, resume: bool) -> None:
     """Run (or resume) the Optuna searches of the variants (`trials`: variant -> its number of trials) side
     by side in one Tune experiment, each with ASHA over its own trials when `study.asha` is on."""
     s = cfg.settings
     # a restored experiment keeps its own searcher, which has had every variant's first trial
     # (enqueueing it again would add the point to the Optuna study a second time)
-    first = not restoring(storage_path, name, resume)
+    first = not restoring(storage_path, SEARCH, resume)
     searcher = VariantsSearch({v: variant_searcher(cfg, v, study_dir, n, first) for v, n in trials.items()},
                               trials, metric=OBJECTIVES[0], mode=OBJECTIVES[1])
     asha = functools.partial(ASHAScheduler, metric="score", mode="max", time_attr="epoch", max_t=cfg.run.train.epochs,
@@ -252,7 +252,7 @@ def search(cfg: StudyConfig, trials: dict[str, int], study_dir: Path, storage_pa
                                   scheduler=PerVariantScheduler(asha) if s.asha else FIFOScheduler(),
                                   num_samples=sum(trials.values()), time_budget_s=s.time_budget_s,
                                   trial_dirname_creator=trial_dirname, reuse_actors=cfg.run.train.in_trial_process)
-    _tuner(cfg, study_dir, storage_path, name, trainable, tune_config, None, table, resume).fit()
+    _tuner(cfg, study_dir, storage_path, SEARCH, trainable, tune_config, None, table, resume).fit()
 
 
 def frontier_configs(table: pd.DataFrame) -> list[dict[str, Any]]:

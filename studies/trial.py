@@ -6,7 +6,6 @@ them once per process, which then serves the study's next trials (Tune's `reuse_
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from typing import Any
 
@@ -52,8 +51,6 @@ def train_in_process(spec: dict[str, Any], submitted_at: float) -> None:
     from vlpet.train.loop import WorkerContext
     from vlpet.train.ray_trainer import train_and_report
 
-    # Tune's per-checkpoint INFO line ("Checkpoint successfully created at ...") would drown the progress
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
     run = RunSpec.from_dict(spec)
     device = torch.device("cuda" if run.train.gpus_per_worker > 0 else "cpu")
     ctx = WorkerContext(device=device, backbones=_process_backbones())

@@ -40,7 +40,6 @@ def train_worker(config: dict[str, Any]) -> None:
     from vlpet.train.config import RunSpec
     from vlpet.train.loop import WorkerContext
 
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # per-report INFO lines drown the progress
     context = ray.train.get_context()
     world = context.get_world_size()
     ctx = WorkerContext(rank=context.get_world_rank(), world_size=world, device=ray.train.torch.get_device(),
@@ -57,6 +56,8 @@ def train_and_report(spec: RunSpec, ctx: WorkerContext, report_fn: Callable[...,
     carries `clocks`, the wall clocks of the orchestration-overhead breakdown (bench/orchestration.py)."""
     from vlpet.train.loop import run_training
 
+    # Train's per-report and per-checkpoint INFO lines ("Checkpoint successfully created at ...") drown the progress
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     where = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
