@@ -1,4 +1,4 @@
-# Two entry points: `make run` (set up + run the main job) and `make test` (set up + run the tests).
+# Two entry points: `make run` (set up + run the main job) and `make test` (set up, lint, run the tests).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,6 +21,7 @@ run: $(STAMP)
 	$(BIN)/python studies/frontier.py $(ARGS)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 
 clean:

@@ -5,7 +5,7 @@
     python -m analysis.report runs/my-study              # report/ with plots, CSVs and report.md
 """
 
-from analysis.frontier import FrontierResult, frontier
+from analysis.fronts import FrontierResult, frontier
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d, hypervolume_history
 from analysis.pareto import pareto_front
 from analysis.table import AnalysisError, load_results

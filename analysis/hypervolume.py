@@ -12,7 +12,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from analysis.pareto import pareto_front
-from analysis.table import check_columns, final_rows
+from analysis.table import check_columns
+from vlpet.results import final_rows
 
 DEFAULT_REFERENCE = (100.0, 0.0)  # (params in % trainable: full fine-tuning, score)
 

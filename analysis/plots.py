@@ -15,9 +15,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from analysis.frontier import FrontierResult, front_mask, mean_std
+from analysis.fronts import FrontierResult, front_mask, mean_std
 from analysis.hypervolume import hypervolume_2d
-from analysis.table import task_name
+from vlpet.results import task_name
 
 SIZE = {"width": 1100, "height": 640}
 FADED = 0.3
@@ -108,7 +108,7 @@ def save_figures(figures: Mapping[Path, go.Figure], png: bool = True) -> list[st
     try:
         _export_png([{"fig": fig, "path": path.with_suffix(".png"), "opts": {"format": "png", **SIZE}}
                      for path, fig in figures.items()])
-    except Exception as err:  # a missing module, browser or renderer failure all mean: no PNG, say why
+    except Exception as err:  # noqa: BLE001 - an optional export: a missing module, browser or renderer all mean no PNG
         return [f"PNG export skipped ({type(err).__name__}: {(str(err).splitlines() or [''])[0]}); {PNG_HINT}"]
     return []
 

@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.frontier import FrontierResult, frontier, mean_std
+from analysis.fronts import FrontierResult, frontier, mean_std
 from analysis.hypervolume import hypervolume_2d, hypervolume_history
-from analysis.paper import TASKS, paper_table, resolve_backbone
+from analysis.paper_table import TASKS, paper_table, resolve_backbone
 from analysis.plots import frontier_figure, hypervolume_figure, save_figures
-from analysis.table import TASK_PREFIX, AnalysisError, load_results, task_name
+from analysis.table import AnalysisError, load_results
+from vlpet.errors import entry_point
+from vlpet.results import TASK_PREFIX, task_name
 
 DEFAULT_BACKBONE = "bart-base"
 CONSTANT_MARGIN = 10.0  # points above the best constant answer that count as having learned a task
@@ -73,8 +75,8 @@ def summary_lines(result: FrontierResult) -> list[str]:
     """A few lines on the study: trials by status, compute, the front and its hypervolume."""
     trials = result.trials
     counts = ", ".join(f"{n} {s}" for s, n in trials["status"].value_counts().items())
-    lines = [f"trials: {len(trials)} ({counts}); full-fidelity: {int(trials['full_fidelity'].sum())} trials in "
-             f"{len(result.aggregated)} configurations (seeds averaged)"]
+    lines = [(f"trials: {len(trials)} ({counts}); full-fidelity: {int(trials['full_fidelity'].sum())} trials in "
+              f"{len(result.aggregated)} configurations (seeds averaged)")]
     wall = trials["wall_time_s"].astype(float)
     if wall.notna().any():
         pruned = wall[trials["status"] == "pruned"].sum()
@@ -119,9 +121,9 @@ def _frontier_section(result: FrontierResult, out: Path) -> str:
         "trials": front["trial_ids"]})
     return "\n".join([
         "## Efficiency-effectiveness frontier", "",
-        "Full-fidelity configurations (completed at fidelity 1, seeds averaged) that no other configuration beats "
-        "on both trainable params and average score; pruned trials have low-fidelity scores only and never enter. "
-        "Each front configuration is the best choice for a params budget from its own params up to the next one's.",
+        ("Full-fidelity configurations (completed at fidelity 1, seeds averaged) that no other configuration beats "
+         "on both trainable params and average score; pruned trials have low-fidelity scores only and never enter. "
+         "Each front configuration is the best choice for a params budget from its own params up to the next one's."),
         "", _images(out, "frontier"), "", _markdown(table),
     ])
 
@@ -135,9 +137,9 @@ def _hypervolume_section(result: FrontierResult, history: pd.DataFrame, out: Pat
         when = "stays 0: no trial reached full fidelity"
     return "\n".join([
         "## Hypervolume", "",
-        f"Hypervolume of the front: **{result.hypervolume:,.1f}**, reference point ({_reference(result)}): the area "
-        "of the (params %, score) plane that the front dominates inside params <= 100 % (full fine-tuning) and "
-        f"score >= 0. Over the study, counting every seed as its own point, it {when}.", "",
+        (f"Hypervolume of the front: **{result.hypervolume:,.1f}**, reference point ({_reference(result)}): the area "
+         "of the (params %, score) plane that the front dominates inside params <= 100 % (full fine-tuning) and "
+         f"score >= 0. Over the study, counting every seed as its own point, it {when}."), "",
         _images(out, "hypervolume"),
     ])
 
@@ -222,18 +224,19 @@ def _paper_section(result: FrontierResult, backbone: str) -> str:
     paper's video-text table is not available to this project (spec 10)."""
     if not {task_name(c) for c in result.tasks} & set(TASKS):
         return "\n".join(["## Beside the paper", "",
-                          f"This study's tasks ({', '.join(task_name(c) for c in result.tasks)}) are video-text "
-                          "tasks; the paper's video-text results table is not available to this project, so there "
-                          "is no side-by-side comparison. The image-text tables (Table 2, Table 9) are not comparable."])
+                          (f"This study's tasks ({', '.join(task_name(c) for c in result.tasks)}) are video-text "
+                           "tasks; the paper's video-text results table is not available to this project, so there "
+                           "is no side-by-side comparison. The image-text tables (Table 2, Table 9) are not "
+                           "comparable.")])
     paper = paper_table(backbone, result.trials["variant"])
     ours = result.best_per_variant.set_index("variant")
     tables = " + ".join(f"Table {t}" for t in paper["table"].unique())
     return "\n".join([
         f"## Beside the paper ({tables}, VL-{backbone.split('-')[0].upper()}, {backbone})", "",
-        "Paper: test scores on VQA / GQA / NLVR2 / COCO captioning (CIDEr). Ours: validation scores of the best "
-        "configuration per variant in this study. On the embedded synthetic benchmark the absolute numbers (and the "
-        "params % of a small model) differ from the paper's, so compare the *shape*: which variants rank where by "
-        "score and by params, and which variant wins under each params budget.", "",
+        ("Paper: test scores on VQA / GQA / NLVR2 / COCO captioning (CIDEr). Ours: validation scores of the best "
+         "configuration per variant in this study. On the embedded synthetic benchmark the absolute numbers (and the "
+         "params % of a small model) differ from the paper's, so compare the *shape*: which variants rank where by "
+         "score and by params, and which variant wins under each params budget."), "",
         "Cells are paper / ours.", "",
         _markdown(_side_by_side(paper, ours, result)), "",
         "### Ranks (1 = best score, fewest params), over the variants in both", "",
@@ -241,9 +244,9 @@ def _paper_section(result: FrontierResult, backbone: str) -> str:
         "### Best variant under each params budget (the paper's Params % values)", "",
         "Each table in its own Params %: the highest-scoring variant with params <= the budget.", "",
         _markdown(_budgets(paper, result)), "",
-        f"Hypervolume of the paper's (Params %, Avg) front with the same reference: "
-        f"{hypervolume_2d(paper['params_pct'], paper['avg'], *result.reference):,.1f}; ours: "
-        f"{result.hypervolume:,.1f}.",
+        (f"Hypervolume of the paper's (Params %, Avg) front with the same reference: "
+         f"{hypervolume_2d(paper['params_pct'], paper['avg'], *result.reference):,.1f}; ours: "
+         f"{result.hypervolume:,.1f}."),
     ])
 
 
@@ -274,8 +277,8 @@ def _ranks(paper: pd.DataFrame, ours: pd.DataFrame, result: FrontierResult) -> l
     }, index=both)
     # Spearman = Pearson correlation of the ranks (pandas' own spearman needs scipy)
     rho = {k: ranks[f"{k} rank paper"].corr(ranks[f"{k} rank ours"]) for k in ("score", "params")}
-    return [_markdown(ranks), "", "Spearman rank correlation, paper vs ours: "
-            f"by score {_num(rho['score'])}, by params {_num(rho['params'])}."]
+    return [_markdown(ranks), "", ("Spearman rank correlation, paper vs ours: "
+                                   f"by score {_num(rho['score'])}, by params {_num(rho['params'])}.")]
 
 
 def _budgets(paper: pd.DataFrame, result: FrontierResult) -> pd.DataFrame:
@@ -329,6 +332,7 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
@@ -336,11 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", help="paper table: bart-base or t5-base (default: study.json, else bart-base)")
     parser.add_argument("--no-png", action="store_true", help="skip the static PNG export")
     args = parser.parse_args(argv)
-    try:
-        report, result = _write(args.study_dir, args.backbone, png=not args.no_png)
-    except AnalysisError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    report, result = _write(args.study_dir, args.backbone, png=not args.no_png)
     print(f"report: {report}")
     for line in summary_lines(result) + [f"warning: {w}" for w in result.warnings]:
         print(f"  {line}")

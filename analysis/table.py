@@ -1,20 +1,19 @@
-"""The study results table: loading, the column contract, and one row per trial.
+"""Reading a study's results table for analysis: loading it, and checking the columns the analysis needs.
 
-The table has one row per (trial, epoch) report, appended as reports arrive. Required columns are
-`REQUIRED` (plus the score and params columns the caller analyses); `OPTIONAL` columns are filled
-with a stand-in and a warning that says what is lost. Per-task scores are every `score_<task>` column.
+The table has one row per (trial, epoch) report (the contract is `vlpet.results`), and may come from
+elsewhere (a CSV written by hand). Required columns are `REQUIRED` (plus the score and params columns the
+caller analyses); `OPTIONAL` columns are filled with a stand-in and a warning that says what is lost.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-TASK_PREFIX = "score_"
+from vlpet.errors import UserError
+
 REQUIRED = ("trial_id", "variant", "status", "epoch")
 # read as text from CSV, so that ids like "007" and JSON configs survive as written
 TEXT_COLUMNS = dict.fromkeys(["trial_id", "variant", "method", "status", "config", "checkpoint_path", "error"], str)
@@ -33,7 +32,7 @@ DERIVABLE = {
 }
 
 
-class AnalysisError(ValueError):
+class AnalysisError(UserError):
     """The results table is missing, empty or unusable. The message names the file or column."""
 
 
@@ -51,39 +50,11 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
         raise AnalysisError(f"no results table: expected {parquet} (or {csv.name})")
     try:
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=TEXT_COLUMNS)
-    except Exception as err:  # any reader error means the same thing to the user: the file is unusable
+    except (OSError, ValueError) as err:  # pandas' and pyarrow's reader errors: the file is unusable
         raise AnalysisError(f"cannot read results table {path}: {err}") from None
     if df.empty:
         raise AnalysisError(f"results table {path} is empty: no trial has reported yet")
     return df
-
-
-def task_columns(df: pd.DataFrame) -> list[str]:
-    """The per-task score columns (`score_<task>`), in table order."""
-    return [c for c in df.columns if c.startswith(TASK_PREFIX)]
-
-
-def task_name(column: str) -> str:
-    """'score_vqa' -> 'vqa'."""
-    return column.removeprefix(TASK_PREFIX)
-
-
-def config_key(config: Any) -> str:
-    """The configuration JSON without its seed, canonicalised, so that seeds of one config compare equal.
-
-    `seed` keys are dropped at any depth since the seed has its own column. Text that is not JSON is kept as is.
-    """
-    try:
-        parsed = json.loads(config)
-    except (TypeError, ValueError):
-        return str(config)
-    return json.dumps(_drop_seed(parsed), sort_keys=True)
-
-
-def _drop_seed(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_seed(v) for k, v in value.items() if k != "seed"}
-    return value
 
 
 def check_columns(df: pd.DataFrame, score_col: str, params_col: str) -> tuple[pd.DataFrame, list[str]]:
@@ -119,16 +90,3 @@ def _fill_optional(df: pd.DataFrame) -> pd.DataFrame:
         "wall_time_s": np.nan,
     }
     return df.assign(**{c: v for c, v in defaults.items() if c not in df.columns})
-
-
-def final_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial: its max-epoch report (the last one reported on a tie), in the order trials finished.
-
-    The finishing order is the position of each trial's final report in the table (`report_order`), since the
-    driver appends rows as reports arrive. Adds `full_fidelity` (completed at fidelity 1) and `config_key`.
-    """
-    rows = df.assign(report_order=np.arange(len(df)))
-    last = rows.sort_values("epoch", kind="stable").groupby("trial_id", sort=False).tail(1)
-    last = last.sort_values("report_order").reset_index(drop=True)
-    full = (last["status"] == "completed") & np.isclose(last["fidelity"].astype(float), 1.0)
-    return last.assign(full_fidelity=full.to_numpy(), config_key=last["config"].map(config_key))

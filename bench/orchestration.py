@@ -30,9 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
+from vlpet.errors import entry_point
 
 PARTS = ("trial start", "worker start", "worker setup", "train + eval", "report/ckpt")
 
@@ -69,8 +69,8 @@ def run(args: argparse.Namespace, runner: str, default_study: bool = False) -> t
     table, trial slots, study wall time and Ray start time."""
     import ray
 
-    from studies.driver import run_study
     from studies.ray_cluster import connect
+    from studies.study import run_study
     from studies.study_config import load_study, study_from_dict
 
     data = load_study(None if default_study else args.config).to_dict()
@@ -125,6 +125,7 @@ def summarise(table: pd.DataFrame, slots: int, study_wall: float, setting: str) 
     return figures
 
 
+@entry_point
 def main() -> int:
     """Run the study on each runner (or read a finished one), print the breakdowns and the ratios."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

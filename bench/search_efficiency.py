@@ -35,18 +35,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d, hypervolume_history  # noqa: E402
-from analysis.table import final_rows  # noqa: E402
+from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d, hypervolume_history
+from vlpet.errors import entry_point
+from vlpet.results import REPORT_COLUMNS, final_rows, task_columns, trial_run
 
 VARIANTS = ("vlpet-small", "vlpet-middlex", "vlpet-middley", "vlpet-large")
 GRID = {"rank": (4, 8, 32), "lr": (1e-3, 3e-3)}  # a rank sweep (paper: 96 on d = 768) scaled to d_model = 64
 FIXED = {"n_heads": 4, "decoder_rank": 16, "scale": 1.0}  # the paper's N_h and s; r_dec mid-range
 ARMS = {"optuna+asha": ("tpe", True), "random": ("random", False), "random+asha": ("random", True)}
-REPORT_KEYS = ("epoch", "max_epochs", "fidelity", "params", "total_params", "params_pct", "score")
 EPOCH_S = 0.3  # replayed epochs take equal time, so concurrent trials interleave as real ones do
 
 
@@ -63,20 +61,19 @@ def study_data(epochs: int) -> dict[str, Any]:
 
 def record_grid(data: dict[str, Any], grid_dir: Path) -> pd.DataFrame:
     """Train every grid point to the last epoch (or finish an interrupted grid); the results table."""
-    from studies.driver import ResultsTable, describe_trial, run_points, study_trainable
+    from studies.study import Study
     from studies.study_config import study_from_dict
 
     cfg = study_from_dict(data)
     grid_dir = grid_dir.resolve()
     grid_dir.mkdir(parents=True, exist_ok=True)
-    storage = str(grid_dir / "ray")
     (grid_dir / "study.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    runs = [describe_trial(cfg, v, {"rank": r, "lr": lr, **FIXED})
+    runs = [cfg.describe_trial(v, {"rank": r, "lr": lr, **FIXED})
             for v, r, lr in itertools.product(VARIANTS, GRID["rank"], GRID["lr"])]
-    table = ResultsTable(grid_dir, "grid", 1.0)
     print(f"grid: {len(runs)} trials x {cfg.run.train.epochs} epochs under {grid_dir} (resumable)", flush=True)
-    run_points(cfg, grid_dir, storage, study_trainable(cfg, storage), table, "grid", runs, resume=True)
-    return table.frame()
+    study = Study(cfg, grid_dir, resume=True)
+    study.run_points("grid", runs)
+    return study.table.frame()
 
 
 def grid_reports(table: pd.DataFrame) -> dict[tuple[str, int, float], list[dict[str, Any]]]:
@@ -85,9 +82,9 @@ def grid_reports(table: pd.DataFrame) -> dict[tuple[str, int, float], list[dict[
     for _, rows in table.sort_values("epoch").groupby("trial_id"):
         first = rows.iloc[0]
         params = json.loads(first["config"])
-        scores = [c for c in rows.columns if c.startswith("score")]
+        keys = [*REPORT_COLUMNS, *task_columns(rows)]
         out[(first["variant"], int(params["rank"]), float(params["lr"]))] = [
-            {k: r[k] for k in (*REPORT_KEYS, *scores)} for _, r in rows.iterrows()]
+            {k: r[k] for k in keys} for _, r in rows.iterrows()]
     return out
 
 
@@ -95,10 +92,8 @@ def replay(config: dict[str, Any], grid: dict[tuple[str, int, float], list[dict[
     """A trial that reports the grid's recorded epochs of its configuration (ASHA may stop it early)."""
     from ray import tune
 
-    from studies.trial import trial_config
-
-    cfg = trial_config(config)
-    for report in grid[(cfg["variant"], int(cfg["params"]["rank"]), float(cfg["params"]["lr"]))]:
+    run = trial_run(config)
+    for report in grid[(run["variant"], int(run["params"]["rank"]), float(run["params"]["lr"]))]:
         time.sleep(EPOCH_S)
         tune.report(dict(report))
 
@@ -108,7 +103,8 @@ def run_arm(data: dict[str, Any], sampler: str, asha: bool, seed: int, trials: i
     """One search (every variant, `trials` trials each) with replayed trials; its results table."""
     from ray import tune
 
-    from studies.driver import ResultsTable, search, trials_per_variant
+    from studies.searcher import trials_per_variant
+    from studies.study import Study
     from studies.study_config import study_from_dict
 
     data = {**data, "study": {**data["study"], "sampler": sampler, "asha": asha, "sampler_seed": seed,
@@ -116,10 +112,10 @@ def run_arm(data: dict[str, Any], sampler: str, asha: bool, seed: int, trials: i
     cfg = study_from_dict(data)
     study_dir = root / cfg.settings.name
     study_dir.mkdir()
-    table = ResultsTable(study_dir, "search", 1.0, log=False)
     trainable = tune.with_resources(tune.with_parameters(replay, grid=grid), {"cpu": 1})
-    search(cfg, trials_per_variant(cfg.settings), study_dir, str(study_dir / "ray"), trainable, table, resume=False)
-    return table.frame()
+    study = Study(cfg, study_dir, trainable=trainable, log=False)
+    study.search(trials_per_variant(cfg.settings))
+    return study.table.frame()
 
 
 def curve(table: pd.DataFrame, reference: tuple[float, float]) -> pd.DataFrame:
@@ -146,6 +142,7 @@ def figure(curves: dict[str, list[pd.DataFrame]], grid_epochs: float, grid_hv: f
     return fig
 
 
+@entry_point
 def main() -> int:
     """Record the grid (once), replay every arm with several seeds, print the ratios, save the plot."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
 
+from vlpet.errors import entry_point
 from vlpet.methods import apply_method
 from vlpet.methods.variants import VARIANTS, variant
 from vlpet.models import BackboneConfig, VLInputs, build_vl_model
@@ -97,6 +99,7 @@ def measure_all(arch: str, size: int, steps: int, device: str) -> dict[str, dict
     return {name: run.figures() for name, run in runs.items()}
 
 
+@entry_point
 def main() -> None:
     """Print, per backbone size, each method's figures and its ratios to full fine-tuning."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -120,4 +123,4 @@ def main() -> None:
                   + (f"{r['peak_bytes'] / 2**20:>9.0f}{r['peak_bytes'] / full['peak_bytes']:>8.2f}" if cuda else ""))
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

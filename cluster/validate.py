@@ -150,14 +150,11 @@ def _check_node_types(config: Mapping[str, Any], path: str | Path) -> None:
         low, high = node_type["min_workers"], node_type["max_workers"]
         if low > high:
             raise _error(path, base, f"min_workers ({low}) > max_workers ({high})")
-        if name != head and _looks_like_gpu(name, node_type["node_config"]):
-            if node_type["resources"].get("GPU", 0) <= 0:
-                gpus = _gpus_per_node(node_type["node_config"])
-                raise _error(
-                    path,
-                    (*base, "resources"),
-                    f"GPU worker type declares no GPU resources; add resources: {{GPU: {gpus or 'N'}}}",
-                )
+        if (name != head and _looks_like_gpu(name, node_type["node_config"])
+                and node_type["resources"].get("GPU", 0) <= 0):
+            gpus = _gpus_per_node(node_type["node_config"])
+            raise _error(path, (*base, "resources"),
+                         f"GPU worker type declares no GPU resources; add resources: {{GPU: {gpus or 'N'}}}")
     total_min = sum(node_type["min_workers"] for node_type in node_types.values())
     if total_min > config["max_workers"]:
         raise _error(path, ("max_workers",), f"{config['max_workers']} is below the sum of min_workers ({total_min})")

@@ -4,7 +4,7 @@
     python studies/frontier.py --config studies/configs/paper_bart_base.yaml --address auto
 
 Per variant, a Ray Tune study searched by multi-objective Optuna (max score, min trainable params)
-with ASHA early stopping; each trial is a Ray Train run. Ends by writing the frontier report.
+with ASHA early stopping per variant (studies/study.py). Ends by writing the frontier report.
 Outputs: <study-dir>/results.parquet|csv, optuna.db, report/ (frontier.html, report.md, ...).
 `--resume` continues a killed study with every finished result kept.
 """
@@ -15,9 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vlpet.errors import ConfigError  # noqa: E402
+from vlpet.errors import entry_point
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,27 +56,22 @@ def load_config(args: argparse.Namespace):
     return study_from_dict({**data, "study": study, "run": run})
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """Validate everything, connect to Ray, run the study, write the report."""
     args = parse_args(argv)
-    try:
-        cfg = load_config(args)
-        study_dir = args.study_dir or Path("runs/studies") / cfg.settings.name
-        from studies.driver import check_study_dir
-        from studies.ray_cluster import check_address, connect
+    cfg = load_config(args)
+    study_dir = args.study_dir or Path("runs/studies") / cfg.settings.name
+    from studies.ray_cluster import check_address, connect
+    from studies.study import check_study_dir, run_study
 
-        check_study_dir(study_dir.resolve(), args.resume)
-        if args.address:
-            check_address(args.address)
-        print(f"study {cfg.settings.name}: variants {', '.join(cfg.settings.variants)}; "
-              f"{cfg.settings.trials_per_variant} trials each; dir {study_dir}", flush=True)
-        connect(args.address, args.num_cpus)
-        from studies.driver import run_study
-
-        run_study(cfg, study_dir, args.storage_path, args.resume)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    check_study_dir(study_dir.resolve(), args.resume)
+    if args.address:
+        check_address(args.address)
+    print(f"study {cfg.settings.name}: variants {', '.join(cfg.settings.variants)}; "
+          f"{cfg.settings.trials_per_variant} trials each; dir {study_dir}", flush=True)
+    connect(args.address, args.num_cpus)
+    run_study(cfg, study_dir, args.storage_path, args.resume)
     if not args.no_report:
         from analysis.report import write_report
 

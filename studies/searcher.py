@@ -1,6 +1,6 @@
-"""What decides a study's trials: one Optuna searcher per variant (each its own Optuna study), all of
-them side by side in one Tune experiment, and early stopping that compares a trial with its own
-variant's trials only.
+"""What decides a study's trials: one Optuna searcher per variant (each its own Optuna study, sampler
+and define-by-run space), all of them side by side in one Tune experiment, and early stopping that
+compares a trial with its own variant's trials only.
 
 Fidelity: a trial stopped early by ASHA has only a low-fidelity score. It is told to Optuna as
 PRUNED (never as a finished point), so Optuna learns only from full-fidelity runs. Off-the-shelf
@@ -9,17 +9,90 @@ OptunaSearch would tell its last score as if the run had finished; `FidelityAwar
 
 from __future__ import annotations
 
+import functools
 import pickle
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
+from sqlalchemy.exc import SQLAlchemyError
 
-from studies.trial import SKIPPED, trial_config
+from studies.search_space import sample
+from studies.study_config import StudyConfig, StudySettings
+from vlpet.errors import ConfigError
+from vlpet.results import RUN, SKIPPED, reached_full_fidelity, trial_run
+
+OBJECTIVES = (["score", "params"], ["max", "min"])
+
+
+class VariantSpace:
+    """The Optuna define-by-run space of one variant (picklable, so Tune can checkpoint the searcher).
+    Returns the sampled parameters' trial description (`StudyConfig.describe_trial`) under `RUN`."""
+
+    def __init__(self, cfg: StudyConfig, variant_name: str):
+        self.cfg, self.variant_name, self.space = cfg, variant_name, cfg.space(variant_name)
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        return {RUN: self.cfg.describe_trial(self.variant_name, sample(self.space, trial))}
+
+
+def optuna_storage(cfg: StudyConfig, study_dir: Path) -> optuna.storages.BaseStorage:
+    """The Optuna RDB storage: the configured URL, else a SQLite file in the study directory."""
+    url = cfg.settings.optuna_storage or f"sqlite:///{study_dir / 'optuna.db'}"
+    try:
+        return optuna.storages.RDBStorage(url)
+    except (SQLAlchemyError, ImportError, ValueError, OSError) as err:  # a bad URL, a missing driver, no access
+        raise ConfigError(f"study.optuna_storage={url!r}: cannot open ({type(err).__name__}: {err})") from None
+
+
+def optuna_sampler(name: str, seed: int, num_samples: int) -> optuna.samplers.BaseSampler:
+    """TPE (random for its first third of trials, at least 2) or plain random search."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, num_samples // 3))
+
+
+def variant_searcher(cfg: StudyConfig, variant_name: str, study_dir: Path, num_samples: int,
+                     first_trial: bool) -> FidelityAwareOptunaSearch:
+    """The Optuna searcher of one variant: its own Optuna study, its variant's default setting first."""
+    s = cfg.settings
+    return FidelityAwareOptunaSearch(
+        space=VariantSpace(cfg, variant_name), metric=OBJECTIVES[0], mode=OBJECTIVES[1],
+        study_name=f"{s.name}-{variant_name}", storage=optuna_storage(cfg, study_dir),
+        sampler=optuna_sampler(s.sampler, s.sampler_seed, num_samples),
+        points_to_evaluate=[cfg.first_point(variant_name)[0]] if first_trial else None)
+
+
+def study_searcher(cfg: StudyConfig, trials: dict[str, int], study_dir: Path, first_trials: bool) -> VariantsSearch:
+    """Every variant's searcher (`trials`: variant -> its number of trials) in one."""
+    searchers = {v: variant_searcher(cfg, v, study_dir, n, first_trials) for v, n in trials.items()}
+    return VariantsSearch(searchers, trials, metric=OBJECTIVES[0], mode=OBJECTIVES[1])
+
+
+def study_scheduler(settings: StudySettings, max_epochs: int) -> TrialScheduler:
+    """ASHA per variant over the epochs when `study.asha` is on, else every trial runs to the end."""
+    if not settings.asha:
+        return FIFOScheduler()
+    return PerVariantScheduler(functools.partial(
+        ASHAScheduler, metric="score", mode="max", time_attr="epoch", max_t=max_epochs,
+        grace_period=settings.grace_period, reduction_factor=settings.reduction_factor))
+
+
+def trials_per_variant(settings: StudySettings) -> dict[str, int]:
+    """Each variant's number of search trials: `trials_per_variant`, in variant order within `max_trials`."""
+    trials, remaining = {}, settings.max_trials
+    for name in settings.variants:
+        num = settings.trials_per_variant if remaining is None else min(settings.trials_per_variant, remaining)
+        if num <= 0:
+            break
+        trials[name] = num
+        remaining = None if remaining is None else remaining - num
+    return trials
 
 
 class FidelityAwareOptunaSearch(OptunaSearch):
@@ -56,7 +129,7 @@ class FidelityAwareOptunaSearch(OptunaSearch):
             return
         values, state = None, optuna.trial.TrialState.FAIL
         if not error and result and result.get("status") != SKIPPED:
-            if result.get("fidelity", 0.0) >= 1.0 and np.isfinite(result.get("score", np.nan)):
+            if reached_full_fidelity(result.get("fidelity", 0.0)) and np.isfinite(result.get("score", np.nan)):
                 values, state = [result["score"], result["params"]], optuna.trial.TrialState.COMPLETE
             else:
                 state = optuna.trial.TrialState.PRUNED
@@ -119,7 +192,7 @@ class PerVariantScheduler(FIFOScheduler):
         self.schedulers: dict[str, TrialScheduler] = {}
 
     def _of(self, trial: Any) -> TrialScheduler:
-        name = trial_config(trial.config)["search"]
+        name = trial_run(trial.config)["search"]
         if name not in self.schedulers:
             self.schedulers[name] = self.make()
         return self.schedulers[name]

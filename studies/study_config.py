@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,11 @@ import torch
 from studies.search_space import DESIGNS, LR, METHOD, Dist, sample, space_for
 from vlpet.errors import ConfigError, build_dataclass, closest, unknown
 from vlpet.methods import MethodConfig
-from vlpet.methods.variants import VARIANTS, variant
+from vlpet.methods.variants import VARIANTS, design_name, variant
 from vlpet.models import BackboneConfig
 from vlpet.models.vl_model import build_vl_model
 from vlpet.params import ParamReport, config_report
+from vlpet.results import TrialRun
 from vlpet.train.config import RunSpec, load_yaml
 
 SECTIONS = ("study", "search", "run")
@@ -107,28 +107,20 @@ class StudySettings:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """A validated study: settings, the run template and one search space per variant."""
+    """A validated study: settings, the run template and one search space per variant, with the shape
+    of the template's backbone (its family and hidden size, read once from its config)."""
 
     settings: StudySettings
     run: RunSpec
-    search: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def family(self) -> str:
-        """Backbone family of the run template."""
-        return self.run.backbone.family
+    search: dict[str, dict[str, Any]]
+    family: str  # 'bart' or 't5'
+    d_model: int
 
     def space(self, variant_name: str) -> dict[str, Dist]:
         """The search space of one variant (its method's defaults + overrides, fit to d_model); the
         `designs` variant has its own space, which draws the method."""
         name = DESIGNS if variant_name == DESIGNS else VARIANTS[self.family][variant_name]["method"]
         return space_for(name, self.search.get(name), self.d_model)
-
-    @property
-    def d_model(self) -> int:
-        """Hidden size of the backbone (read from its config; no weights)."""
-        with torch.device("meta"):
-            return build_vl_model(self.run.backbone, load_weights=False).d_model
 
     def trial_spec(self, variant_name: str, params: dict[str, Any], seed: int | None = None) -> RunSpec:
         """The run of one trial: the template with the variant's method and the sampled parameters (for
@@ -140,6 +132,17 @@ class StudyConfig:
         train = {"lr": lr, **({"seed": seed} if seed is not None else {})}
         return RunSpec.from_dict({**self.run.to_dict(), "method": method.to_dict()}).replace(train=train)
 
+    def describe_trial(self, variant_name: str, params: dict[str, Any], seed: int | None = None) -> TrialRun:
+        """Everything a trial needs, computed on the driver: the full run spec and its parameter count
+        (known before training). `search` is the study variant the trial comes from; `variant` names what
+        it runs: the study variant, or for `designs` the drawn combination ('compacter+g-large+lw'), so
+        that the analysis groups and colours trials by combination."""
+        spec = self.trial_spec(variant_name, params, seed)
+        report = self.params_of(spec)
+        name = design_name(spec.method) if variant_name == DESIGNS else variant_name
+        return TrialRun(search=variant_name, variant=name, params=params, spec=spec.to_dict(),
+                        trainable=report.trainable, total=report.total, params_pct=report.percent)
+
     def first_point(self, variant_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """A variant's default setting: the first value of every choice (the lowest of a range), as the
         Optuna parameters to enqueue (the study's first trial of the variant) and as the drawn values."""
@@ -150,9 +153,10 @@ class StudyConfig:
         """The run of a variant at its default setting (`first_point`), which validation checks eagerly."""
         return self.trial_spec(variant_name, self.first_point(variant_name)[1])
 
-    def params_of(self, spec: RunSpec) -> ParamReport:
+    @staticmethod
+    def params_of(spec: RunSpec) -> ParamReport:
         """Trainable/total parameters of a trial's configuration, known before training."""
-        return _cached_report(json.dumps(dataclasses.asdict(spec.backbone), sort_keys=True), spec.method)
+        return _cached_report(spec.backbone, spec.method)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts for study.json."""
@@ -162,9 +166,9 @@ class StudyConfig:
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_report(backbone_json: str, method: MethodConfig) -> ParamReport:
+def _cached_report(backbone: BackboneConfig, method: MethodConfig) -> ParamReport:
     """Parameter counts depend only on the structure (backbone + method), not on lr or seed."""
-    return config_report(BackboneConfig(**json.loads(backbone_json)), method)
+    return config_report(backbone, method)
 
 
 def study_from_dict(data: dict[str, Any]) -> StudyConfig:
@@ -181,7 +185,9 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
     if settings.asha and run.train.eval_every != 1:
         raise ConfigError(f"study.asha compares every epoch's score, but run.train.eval_every={run.train.eval_every} "
                           "validates less often; set eval_every: 1 or asha: false")
-    config = StudyConfig(settings, run, search)
+    with torch.device("meta"):  # the backbone's shape from its config: no weights
+        shape = build_vl_model(run.backbone, load_weights=False)
+    config = StudyConfig(settings, run, search, family=shape.family, d_model=shape.d_model)
     methods = {cfg["method"] for cfg in VARIANTS[config.family].values()} | {DESIGNS}
     d_model = config.d_model
     for method, overrides in search.items():

@@ -12,33 +12,26 @@ from typing import Any
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from vlpet.results import SKIPPED, trial_run
 from vlpet.train.ray_trainer import make_trainer
-
-SKIPPED = "skipped_budget"
-
-
-def trial_config(config: dict[str, Any]) -> dict[str, Any]:
-    """{search, variant, params, spec, trainable, total, params_pct} of a trial: search trials carry it flat,
-    seed re-runs under "run"."""
-    return config["run"] if "run" in config else config
 
 
 def run_trial(config: dict[str, Any], max_params: int | None, train_storage: str, in_process: bool) -> None:
     """Skip a configuration over the parameter budget (no compute spent), else train it, reporting every
     epoch to Tune with its checkpoint. A retried or resumed trial continues from its latest checkpoint."""
     submitted_at = time.time()
-    config = trial_config(config)
-    if max_params is not None and config["trainable"] > max_params:
-        tune.report({"status": SKIPPED, "epoch": 0, "fidelity": 0.0, "score": 0.0, "params": config["trainable"],
-                     "total_params": config["total"], "params_pct": config["params_pct"]})
+    run = trial_run(config)
+    if max_params is not None and run["trainable"] > max_params:
+        tune.report({"status": SKIPPED, "epoch": 0, "fidelity": 0.0, "score": 0.0, "params": run["trainable"],
+                     "total_params": run["total"], "params_pct": run["params_pct"]})
         return
     if in_process:
-        train_in_process(config["spec"], submitted_at)
+        train_in_process(run["spec"], submitted_at)
         return
     # a worker group: its checkpoints live under the run name (the trial id), its reports reach Tune
     # through TuneReportCallback
     trial_id = tune.get_context().get_trial_id()
-    make_trainer(config["spec"], train_storage, f"trial_{trial_id}", callbacks=[TuneReportCallback()]).fit()
+    make_trainer(run["spec"], train_storage, f"trial_{trial_id}", callbacks=[TuneReportCallback()]).fit()
 
 
 def train_in_process(spec: dict[str, Any], submitted_at: float) -> None:

@@ -272,7 +272,7 @@ def test_cli(tmp_path, capsys):
 
 def test_cli_entry_point_exit_status(tmp_path):
     run = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "missing")],
-                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False)
     assert run.returncode == 2 and run.stderr.startswith("error: study directory not found")
 
 

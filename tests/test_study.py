@@ -12,16 +12,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from studies.driver import ResultsTable, VariantSpace, describe_trial, frontier_configs
 from studies.frontier import main as frontier_main
+from studies.results_table import ResultsTable
 from studies.search_space import DEFAULT_SPACES, DESIGNS
-from studies.searcher import FidelityAwareOptunaSearch
+from studies.searcher import FidelityAwareOptunaSearch, VariantSpace
+from studies.study import frontier_configs
 from studies.study_config import load_study, study_from_dict
 from tests.conftest import SMALL
 from vlpet.errors import ConfigError
 from vlpet.methods import method_from_dict
 from vlpet.methods.layers import GRANULARITIES
 from vlpet.methods.variants import VARIANTS, design_name
+from vlpet.results import RUN
 from vlpet.train.config import RunSpec, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +50,7 @@ def final_rows(table: pd.DataFrame) -> pd.DataFrame:
 def test_small_study_records_every_trial_and_tells_optuna_the_fidelity(ray_local, bench, tokenizer_dir, tmp_path):
     """A VL-PET variant and a `designs` search (module x gate x LW) with ASHA: every trial once, pruned
     trials told to Optuna as PRUNED, and each designs trial named by the combination it resolves to."""
-    from studies.driver import run_study
+    from studies.study import run_study
 
     cfg = study_from_dict(study_dict(bench, tokenizer_dir, variants=["vlpet-large", DESIGNS], trials_per_variant=3,
                                            max_concurrent_trials=3))
@@ -131,7 +133,7 @@ def test_search_space_sampling_never_yields_an_invalid_config(bench, tokenizer_d
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
     space = VariantSpace(cfg, variant)
     for _ in range(100):
-        trial = space(study.ask())
+        trial = space(study.ask())[RUN]
         spec = RunSpec.from_dict(trial["spec"])  # validates every section
         assert trial["trainable"] > 0 and spec.method.method == method
         if method == "vlpet":
@@ -153,7 +155,7 @@ def test_designs_space_draws_every_combination_and_only_valid_ones(bench, tokeni
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
     seen = {"method": set(), "gate": set(), "lightweight": set()}
     for _ in range(200):
-        trial = space(study.ask())
+        trial = space(study.ask())[RUN]
         params, method = trial["params"], method_from_dict(trial["spec"]["method"])
         assert RunSpec.from_dict(trial["spec"]).method == method and trial["trainable"] > 0
         assert (method.method, method.gate, method.lightweight) == (params["method"], params["gate"],
@@ -170,16 +172,16 @@ def test_designs_trial_row_names_the_combination_and_seed_reruns_rebuild_it(benc
     cfg = designs_study(bench, tokenizer_dir)
     params = {"method": "compacter", "gate": "large", "lightweight": True, "reduction_factor": 8,
               "hypercomplex_division": 2, "lr": 2e-3}
-    trial = SimpleNamespace(trial_id="a1", config=describe_trial(cfg, DESIGNS, params),
-                            run_metadata=SimpleNamespace(start_time=1.0))
+    run = cfg.describe_trial(DESIGNS, params)
+    trial = SimpleNamespace(trial_id="a1", config={RUN: run}, run_metadata=SimpleNamespace(start_time=1.0))
     row = ResultsTable(tmp_path, "search", 1.0)._row(trial, {"epoch": 2, "fidelity": 1.0, "status": "completed",
-                                                            "score": 50.0, "params": trial.config["trainable"]})
+                                                            "score": 50.0, "params": run["trainable"]})
     assert (row["variant"], row["search"], row["method"]) == ("compacter+g-large+lw", DESIGNS, "compacter")
     assert json.loads(row["config"]) == params
     (point,) = frontier_configs(pd.DataFrame([row]))
-    rerun = describe_trial(cfg, point["search"], point["params"], seed=7)
-    assert rerun["variant"] == "compacter+g-large+lw" and rerun["spec"]["method"] == trial.config["spec"]["method"]
-    plain = describe_trial(cfg, DESIGNS, {"method": "adapter", "gate": None, "lightweight": False})
+    rerun = cfg.describe_trial(point["search"], point["params"], seed=7)
+    assert rerun["variant"] == "compacter+g-large+lw" and rerun["spec"]["method"] == run["spec"]["method"]
+    plain = cfg.describe_trial(DESIGNS, {"method": "adapter", "gate": None, "lightweight": False})
     assert plain["variant"] == "adapter" and plain["spec"]["method"]["reduction_factor"] == 8  # the paper's adapter
 
 
@@ -252,19 +254,19 @@ def test_cli_rejects_bad_input_before_any_trial(bench, tokenizer_dir, tmp_path, 
 
 
 def test_unwritable_or_full_study_directory_is_detected_before_any_trial(tmp_path, monkeypatch):
-    from studies import driver
+    from studies import study
 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="is not writable"):
-        driver.check_study_dir(blocker / "study", resume=False)  # a file where a directory must go
+        study.check_study_dir(blocker / "study", resume=False)  # a file where a directory must go
 
     class Usage:
         free = 50 * 2**20
 
-    monkeypatch.setattr(driver.shutil, "disk_usage", lambda path: Usage)
+    monkeypatch.setattr(study.shutil, "disk_usage", lambda path: Usage)
     with pytest.raises(ConfigError, match="only 50 MB free, need >= 200 MB"):
-        driver.check_study_dir(tmp_path / "study", resume=False)
+        study.check_study_dir(tmp_path / "study", resume=False)
 
 
 def test_seed_flag_sets_every_trial_seed_and_the_sampler_seed(bench, tokenizer_dir, tmp_path):
@@ -285,16 +287,14 @@ def test_a_reused_trial_process_starts_every_trial_clean(ray_local, bench, token
     repeat reports exactly what the first run did (loss and every score of every epoch): no weights,
     optimiser state, RNG or task leak from the trials before it, and the cached backbone trains as a fresh
     load does."""
-    from studies.driver import describe_trial, run_points, study_trainable
+    from studies.study import Study
 
     cfg = study_from_dict(study_dict(bench, tokenizer_dir, variants=["vlpet-large", "lora"], max_concurrent_trials=1))
     assert cfg.run.train.in_trial_process
-    runs = [describe_trial(cfg, v, cfg.first_point(v)[1]) for v in ("vlpet-large", "lora", "vlpet-large")]
+    runs = [cfg.describe_trial(v, cfg.first_point(v)[1]) for v in ("vlpet-large", "lora", "vlpet-large")]
     study_dir = tmp_path / "study"
     study_dir.mkdir()
-    storage = str(study_dir / "ray")
-    run_points(cfg, study_dir, storage, study_trainable(cfg, storage), ResultsTable(study_dir, "grid", 1.0, log=False),
-               "reuse", runs, resume=False)
+    Study(cfg, study_dir, log=False).run_points("reuse", runs)
     table = pd.read_parquet(study_dir / "results.parquet").sort_values("started_at", kind="stable")
     order = list(dict.fromkeys(table["trial_id"]))
     assert table.groupby("trial_id")["variant"].first()[order].tolist() == ["vlpet-large", "lora", "vlpet-large"]

@@ -209,7 +209,7 @@ def test_embedded_video_study_runs_through_frontier_and_reports_video_tasks(tmp_
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, str(ROOT / "studies" / "frontier.py"), "--config", str(config),
                            "--study-dir", str(study_dir), "--num-cpus", "2"],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = pd.read_parquet(study_dir / "results.parquet").iloc[-1]
     assert row["status"] == "completed" and row["variant"] == "vlpet-large"

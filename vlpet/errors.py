@@ -1,15 +1,38 @@
-"""User-facing errors: one line that names the offending field or file and the fix."""
+"""User-facing errors: one line that names the offending field or file and the fix, and the wrapper that
+turns them into an exit status for every command-line entry point."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Iterable
+import functools
+import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
-class ConfigError(ValueError):
+class UserError(ValueError):
+    """Something the user can fix (a config value, flag, file or results table). Entry points print the
+    message as one line and exit with status 2; any other exception is a bug and keeps its traceback."""
+
+
+class ConfigError(UserError):
     """A config value, flag or file is invalid. The message names the field and the fix."""
+
+
+def entry_point(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Decorate a command's `main(argv=None)`: a UserError becomes `error: <message>` on stderr and exit
+    status 2; `main` returning None means success (0)."""
+
+    @functools.wraps(main)
+    def run(*args: Any, **kwargs: Any) -> int:
+        try:
+            return main(*args, **kwargs) or 0
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def closest(word: str, options: Iterable[str]) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from vlpet.errors import ConfigError
+from vlpet.errors import ConfigError, entry_point
 from vlpet.methods import MethodConfig, apply_method
 from vlpet.methods.variants import PAPER_PARAMS_PERCENT, VARIANTS, variant
 from vlpet.models import BackboneConfig, build_vl_model
@@ -103,6 +103,7 @@ def paper_table(arch: str, feat_dim: int = 2048) -> str:
     return "\n".join(lines)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """CLI: print the parameter table of every variant, or one variant's breakdown."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,16 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", help="print this variant's per-group breakdown instead of the table")
     parser.add_argument("--feat-dim", type=int, default=2048, help="visual feature size (512 for video)")
     args = parser.parse_args(argv)
-    try:
-        if args.backbone not in PRESETS:
-            raise ConfigError(f"--backbone {args.backbone!r} is not a preset; choose one of {', '.join(PRESETS)}")
-        if args.variant:
-            print(variant_report(args.backbone, args.variant, args.feat_dim).format())
-        else:
-            print(paper_table(args.backbone, args.feat_dim))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.backbone not in PRESETS:
+        raise ConfigError(f"--backbone {args.backbone!r} is not a preset; choose one of {', '.join(PRESETS)}")
+    if args.variant:
+        print(variant_report(args.backbone, args.variant, args.feat_dim).format())
+    else:
+        print(paper_table(args.backbone, args.feat_dim))
     return 0
 
 

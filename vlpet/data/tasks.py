@@ -284,8 +284,8 @@ TASKS: dict[str, TaskSpec] = {
 }
 # Video tasks (spec 6.2-6.4, 8, 9): prompt appended, source <= 600 tokens, target <= 20, every task at the
 # base batch size, per-example loss; QA answers "aK" by beam search and exact match, captions CIDEr.
-_VIDEO = dict(batch_scale=1.0, loss="example", weighted=False, max_source_len=600, max_target_len=20,
-              prompt_position="suffix", feature_format="npz")
+_VIDEO = {"batch_scale": 1.0, "loss": "example", "weighted": False, "max_source_len": 600, "max_target_len": 20,
+              "prompt_position": "suffix", "feature_format": "npz"}
 TASKS |= {
     "tvqa": TaskSpec("tvqa", "tvqa: ", decode="beam_answer", metric="accuracy",
                      splits={"train": ("tvqa_train",), "val": ("tvqa_val",), "test": ("tvqa_test_public",)},

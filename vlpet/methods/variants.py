@@ -9,7 +9,7 @@ from typing import Any
 from vlpet.errors import unknown
 from vlpet.methods.base import MethodConfig, method_from_dict
 from vlpet.methods.layers import GRANULARITIES
-from vlpet.paper import TABLE2, TABLE9
+from vlpet.paper_results import TABLE2, TABLE9
 
 
 def design_name(cfg: MethodConfig) -> str:

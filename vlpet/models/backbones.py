@@ -6,6 +6,8 @@ message that says how to point at a local copy.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,27 +35,27 @@ EXTRA_TOKENS = [f"<extra_id_{i}>" for i in range(100)] + [f"<vis_extra_id_{i}>" 
 # Size presets. Vocabulary sizes are the final ones after adding EXTRA_TOKENS (bart-base:
 # 50265 + 200; t5-base: 32100 + 100 = 32200), so the totals match the paper's parameter counts.
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "tiny-bart": ("bart", dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                               decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                               max_position_embeddings=256, vocab_size=1024)),
-    "tiny-t5": ("t5", dict(d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=1024,
-                           relative_attention_num_buckets=32)),
-    # the embedded backbones' size (vlpet/data/pretrain.py): at d = 64 the backbone learned to list objects
+    "tiny-bart": ("bart", {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
+                               "decoder_attention_heads": 4, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128,
+                               "max_position_embeddings": 256, "vocab_size": 1024}),
+    "tiny-t5": ("t5", {"d_model": 64, "d_ff": 128, "d_kv": 16, "num_layers": 2, "num_heads": 4, "vocab_size": 1024,
+                           "relative_attention_num_buckets": 32}),
+    # the embedded backbones' size (vlpet/train/pretrain.py): at d = 64 the backbone learned to list objects
     # but not to find one that a text names, which every question and statement needs. BART's init_std
     # 0.02 is sized for d = 768+; at d = 128 it left attention uniform and "find the red circle" on a
     # plateau for thousands of steps, so the mini preset uses ~1/sqrt(d)
-    "mini-bart": ("bart", dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                               decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256,
-                               max_position_embeddings=256, vocab_size=1024, init_std=0.088)),
-    "mini-t5": ("t5", dict(d_model=128, d_ff=256, d_kv=32, num_layers=2, num_heads=4, vocab_size=1024,
-                           relative_attention_num_buckets=32)),
-    "bart-base": ("bart", dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
-                               decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
-                               max_position_embeddings=1024, vocab_size=50265 + 200)),
-    "t5-base": ("t5", dict(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_heads=12, vocab_size=32200)),
+    "mini-bart": ("bart", {"d_model": 128, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
+                               "decoder_attention_heads": 4, "encoder_ffn_dim": 256, "decoder_ffn_dim": 256,
+                               "max_position_embeddings": 256, "vocab_size": 1024, "init_std": 0.088}),
+    "mini-t5": ("t5", {"d_model": 128, "d_ff": 256, "d_kv": 32, "num_layers": 2, "num_heads": 4, "vocab_size": 1024,
+                           "relative_attention_num_buckets": 32}),
+    "bart-base": ("bart", {"d_model": 768, "encoder_layers": 6, "decoder_layers": 6, "encoder_attention_heads": 12,
+                               "decoder_attention_heads": 12, "encoder_ffn_dim": 3072, "decoder_ffn_dim": 3072,
+                               "max_position_embeddings": 1024, "vocab_size": 50265 + 200}),
+    "t5-base": ("t5", {"d_model": 768, "d_ff": 3072, "d_kv": 64, "num_layers": 12, "num_heads": 12, "vocab_size": 32200}),
 }
 # `pretrained: embedded` (`embedded-t5`) names the mini VL-BART (VL-T5) shipped with the package:
-# VL-pretrained on the synthetic world by `python -m vlpet.data.pretrain` (see that module), with its tokenizer.
+# VL-pretrained on the synthetic world by `python -m vlpet.train.pretrain` (see that module), with its tokenizer.
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EMBEDDED = {"embedded": ASSETS / "mini-vl-bart", "embedded-t5": ASSETS / "mini-vl-t5"}
 CONFIG_CLASSES = {"bart": (BartConfig, BartForConditionalGeneration), "t5": (T5Config, T5ForConditionalGeneration)}
@@ -103,17 +105,13 @@ class BackboneConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"backbone.dropout={self.dropout} must be in [0, 1)")
 
+    def __hash__(self) -> int:  # `extra` is a dict: hash the fields' canonical JSON (cache keys of backbones)
+        return hash(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))
+
     @property
     def pretrained_path(self) -> str | None:
         """Where to load pretrained weights from (`embedded` resolved to the packaged directory)."""
         return str(EMBEDDED[self.pretrained]) if self.pretrained in EMBEDDED else self.pretrained
-
-    @property
-    def family(self) -> str:
-        """'bart' or 't5'."""
-        if self.pretrained is None:
-            return PRESETS[self.arch][0]
-        return _pretrained_config(self.pretrained_path).model_type
 
     @property
     def name(self) -> str:

@@ -19,7 +19,6 @@ from vlpet.models import BackboneConfig
 from vlpet.models.backbones import EMBEDDED
 from vlpet.train.evaluate import DecodeConfig
 
-
 RUNNERS = ("auto", "trial", "workers")
 
 

@@ -57,12 +57,12 @@ def predict(model: VLModel, batch: TaskBatch, task: TaskSpec, tokenizer: PreTrai
         true_id, false_id = (tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("true", "false"))
         return ["true" if t > f else "false" for t, f in zip(logits[:, true_id].tolist(), logits[:, false_id].tolist())]
     if task.decode == "beam":
-        kwargs: dict[str, Any] = dict(num_beams=decode.num_beams, max_length=decode.caption_max_length,
-                                      no_repeat_ngram_size=decode.no_repeat_ngram_size, early_stopping=True)
+        kwargs: dict[str, Any] = {"num_beams": decode.num_beams, "max_length": decode.caption_max_length,
+                                      "no_repeat_ngram_size": decode.no_repeat_ngram_size, "early_stopping": True}
     elif task.decode == "beam_answer":
-        kwargs = dict(num_beams=decode.num_beams, max_new_tokens=decode.answer_max_new_tokens)
+        kwargs = {"num_beams": decode.num_beams, "max_new_tokens": decode.answer_max_new_tokens}
     else:
-        kwargs = dict(num_beams=1, max_new_tokens=decode.answer_max_new_tokens, do_sample=False)
+        kwargs = {"num_beams": 1, "max_new_tokens": decode.answer_max_new_tokens, "do_sample": False}
     ids = model.generate(batch.inputs, **kwargs)
     return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 

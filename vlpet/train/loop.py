@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import random
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,7 +31,8 @@ from vlpet.data import MultitaskLoader, build_dataset, build_loader, get_task
 from vlpet.methods import apply_method
 from vlpet.models import BackboneConfig, VLModel, build_vl_model
 from vlpet.params import param_report
-from vlpet.train.config import RunSpec
+from vlpet.results import TASK_PREFIX
+from vlpet.train.config import RunSpec, TrainConfig
 from vlpet.train.evaluate import evaluate, task_loss
 
 STATE_FILE = "training_state.pt"
@@ -70,12 +70,12 @@ class BackboneCache:
     """
 
     def __init__(self) -> None:
-        self._key: tuple[str, bytes] | None = None
+        self._key: tuple[BackboneConfig, bytes] | None = None
         self._model: VLModel | None = None
         self._rng_after: torch.Tensor | None = None
 
     def build(self, cfg: BackboneConfig) -> VLModel:
-        key = (json.dumps(asdict(cfg), sort_keys=True, default=str), torch.get_rng_state().numpy().tobytes())
+        key = (cfg, torch.get_rng_state().numpy().tobytes())
         if key == self._key:
             torch.set_rng_state(self._rng_after)
         else:
@@ -111,7 +111,7 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup_steps: int, tot
     return LambdaLR(optimizer, multiplier)
 
 
-def build_optimizer(model: nn.Module, spec: RunSpec, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+def build_optimizer(model: nn.Module, train: TrainConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
     """AdamW over the trainable parameters and the linear warm-up/decay schedule of the paper's code.
 
     Weight decay skips names containing "bias" or "LayerNorm.weight", exactly as the code, so BART's
@@ -121,11 +121,23 @@ def build_optimizer(model: nn.Module, spec: RunSpec, total_steps: int) -> tuple[
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if "bias" in name or "LayerNorm.weight" in name else decay).append(p)
-    t = spec.train
+    t = train
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, eps=t.adam_eps)
     scheduler = linear_warmup_decay(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     return optimizer, scheduler
+
+
+def optimizer_step(model: nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: Any,
+                   clip_grad_norm: float) -> None:
+    """Back-propagate `loss`, clip the trainable parameters' gradient norm (0: no clipping), step the
+    optimiser and the schedule, and clear the gradients."""
+    loss.backward()
+    if clip_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _autocast(spec: RunSpec, device: torch.device) -> contextlib.AbstractContextManager:
@@ -192,7 +204,7 @@ def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None
     val_loaders = {name: build_loader(spec.data, build_dataset(spec.data, get_task(name), "val", feat_dim), tokenizer, "val")
                    for name in spec.data.tasks} if ctx.rank == 0 else {}
     total_steps = len(train_loader) * spec.train.epochs
-    optimizer, scheduler = build_optimizer(wrapped, spec, total_steps)
+    optimizer, scheduler = build_optimizer(wrapped, spec.train, total_steps)
     start_epoch = 1
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -228,7 +240,7 @@ def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None
         if ctx.rank == 0 and (epoch % spec.train.eval_every == 0 or epoch == spec.train.epochs):
             eval_start = time.perf_counter()
             scores = evaluate(model, val_loaders, tokenizer, ctx.device, spec.decode)
-            metrics.update({f"score_{k}": v for k, v in scores.items()}, score=spec.data.average(scores),
+            metrics.update({f"{TASK_PREFIX}{k}": v for k, v in scores.items()}, score=spec.data.average(scores),
                            eval_time_s=time.perf_counter() - eval_start)
             _log(ctx.rank, f"[epoch {epoch}] " + "  ".join(f"{k} {v:.2f}" for k, v in scores.items())
                  + f"  score {metrics['score']:.2f}")
@@ -253,12 +265,7 @@ def _train_epoch(model: nn.Module, loader: MultitaskLoader, optimizer: torch.opt
         if not np.isfinite(value):
             raise NonFiniteLossError(f"loss became {value} at epoch {epoch}, step {step} (task {batch.task}); "
                                      f"lower train.lr (now {spec.train.lr}) or check the data")
-        loss.backward()
-        if spec.train.clip_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], spec.train.clip_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(model, loss, optimizer, scheduler, spec.train.clip_grad_norm)
         examples += len(batch.uids)
         loss_sum += value
         steps += 1

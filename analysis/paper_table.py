@@ -13,8 +13,8 @@ from collections.abc import Iterable
 import pandas as pd
 
 from analysis.table import AnalysisError
-from vlpet.paper import TABLE2 as _TABLE2
-from vlpet.paper import TABLE9 as _TABLE9
+from vlpet.paper_results import TABLE2 as _TABLE2
+from vlpet.paper_results import TABLE9 as _TABLE9
 
 # task column suffix in a results table -> the paper's column name
 TASKS = {"vqa": "VQA", "gqa": "GQA", "nlvr": "NLVR2", "caption": "COCO CIDEr"}

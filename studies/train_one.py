@@ -1,7 +1,7 @@
 """Train one configuration (backbone + PET method + data + optimisation) as a Ray Train run, without
 a search. With no --config it trains VL-PET-large on the embedded benchmark.
 
-    python studies/train.py [--config studies/configs/embedded_run.yaml] [--address HOST:PORT]
+    python studies/train_one.py [--config studies/configs/embedded_run.yaml] [--address HOST:PORT]
 
 Progress (epoch, step, loss, examples/s, per-task scores) is printed by the workers; adapter-only
 checkpoints land under <storage-path>/<name>/. Re-running with the same --name resumes from the
@@ -14,11 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from studies.ray_cluster import connect  # noqa: E402
-from vlpet.errors import ConfigError  # noqa: E402
-from vlpet.train.config import RunSpec, load_yaml  # noqa: E402
+from studies.ray_cluster import connect
+from vlpet.errors import entry_point
+from vlpet.train.config import RunSpec, load_yaml
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded_run.yaml"
 
@@ -34,19 +32,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """Validate the config, connect to Ray, train, print the final metrics."""
     args = parse_args(argv)
-    try:
-        spec = RunSpec.from_dict(load_yaml(args.config)).with_absolute_paths()
-        storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
-        connect(args.address)
-        from vlpet.train.ray_trainer import fit_run
+    spec = RunSpec.from_dict(load_yaml(args.config)).with_absolute_paths()
+    storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
+    connect(args.address)
+    from vlpet.train.ray_trainer import fit_run
 
-        result = fit_run(spec, storage, args.name or args.config.stem, max_failures=args.max_failures)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = fit_run(spec, storage, args.name or args.config.stem, max_failures=args.max_failures)
     metrics = {k: v for k, v in result.metrics.items() if k.startswith(("score", "params", "epoch", "loss"))}
     print("final:", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     print(f"checkpoint: {result.checkpoint.path if result.checkpoint else '-'}")

@@ -24,8 +24,8 @@ downstream question, statement or caption format with an image:
 The slot numbers teach digits as distinct tokens, as any real pre-trained model knows them: video QA
 answers "aK" with a digit. Pair examples teach the second image-order embedding (NLVR2 reads pairs).
 
-    python -m vlpet.data.pretrain vlpet/assets/mini-vl-bart                  # the shipped VL-BART
-    python -m vlpet.data.pretrain vlpet/assets/mini-vl-t5 --arch mini-t5     # the shipped VL-T5
+    python -m vlpet.train.pretrain vlpet/assets/mini-vl-bart                  # the shipped VL-BART
+    python -m vlpet.train.pretrain vlpet/assets/mini-vl-t5 --arch mini-t5     # the shipped VL-T5
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,11 +56,13 @@ from vlpet.data.synthetic import (
 )
 from vlpet.data.tasks import TASKS
 from vlpet.data.tokenizer import train_tokenizer
+from vlpet.errors import entry_point
 from vlpet.models import BackboneConfig, VLInputs, build_vl_model
 from vlpet.models.backbones import PRESETS
 from vlpet.models.vl_model import save_vl_pretrained
+from vlpet.train.config import TrainConfig
 from vlpet.train.evaluate import task_loss
-from vlpet.train.loop import seed_everything
+from vlpet.train.loop import build_optimizer, optimizer_step, seed_everything
 
 ROWS = {0: "top", 3: "middle", 6: "bottom"}
 COLS = {0: "left", 3: "center", 6: "right"}
@@ -83,6 +86,12 @@ class PretrainConfig:
     pair_share: float = 0.3  # share of steps that train on image pairs
     queries: int = 3  # draws of each query objective per image: they are the hard ones to learn
     lr: float = 1e-3
+    warmup_ratio: float = 0.05
+
+    def optimisation(self) -> TrainConfig:
+        """The optimiser settings: the fine-tuning defaults (AdamW, linear warm-up and decay, clipping) at
+        this learning rate and warm-up."""
+        return TrainConfig(lr=self.lr, warmup_ratio=self.warmup_ratio)
 
 
 def _where(o: Obj) -> str:
@@ -181,10 +190,8 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), log_ev
     # no dropout: the corpus is large and fresh, and CPU dropout costs a third of a step
     model = build_vl_model(BackboneConfig(arch=cfg.arch, tokenizer=str(out_dir), feat_dim=cfg.feat_dim, dropout=0.0))
     tok = model.tokenizer
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-6, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / (0.05 * cfg.steps)) * max(0.0, 1 - s / cfg.steps))
+    train = cfg.optimisation()
+    optimizer, schedule = build_optimizer(model, train, cfg.steps)
     rng = np.random.default_rng(cfg.seed)
     model.train()
     start, running = time.perf_counter(), 0.0
@@ -200,11 +207,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), log_ev
         labels = tgt.input_ids.masked_fill(tgt.attention_mask == 0, -100)
         logits = model(VLInputs(src.input_ids, src.attention_mask, torch.from_numpy(images)), labels=labels).logits
         loss = task_loss(logits, labels, torch.ones(len(batch)), EXAMPLE_LOSS)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(model, loss, optimizer, schedule, train.clip_grad_norm)
         running += loss.item()
         if step % log_every == 0:
             print(f"pretrain step {step}/{cfg.steps} loss {running / log_every:.4f} "
@@ -215,6 +218,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig = PretrainConfig(), log_ev
     return out_dir
 
 
+@entry_point
 def main() -> None:
     """CLI: pre-train an embedded backbone into a directory."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,4 +230,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

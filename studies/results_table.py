@@ -1,0 +1,111 @@
+"""The study's results table: one row per (trial, epoch) report in a Parquet file, written as reports
+arrive (a Tune callback). Its columns are the contract of `vlpet.results`."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from vlpet.results import (
+    COMPLETED,
+    FAILED,
+    PRUNED,
+    REPORT_COLUMNS,
+    RUNNING,
+    SKIPPED,
+    TASK_PREFIX,
+    reached_full_fidelity,
+    trial_run,
+)
+
+RESULTS = "results.parquet"
+
+
+class ResultsTable(tune.Callback):
+    """One row per (trial, epoch) report; the final row of a trial carries its final status (completed /
+    pruned / failed / skipped_budget). `phase` names the Tune experiment the rows come from.
+
+    The file is the only state: every event reads it, changes it and atomically replaces it (temp
+    file + rename). A crash never leaves half a table, and the copy of this callback that Tune
+    unpickles when a study is restored writes to the same table instead of an outdated one.
+    """
+
+    def __init__(self, study_dir: Path, phase: str, devices_per_trial: float, log: bool = True):
+        self.path = study_dir / RESULTS
+        self.phase, self.devices_per_trial, self.log = phase, devices_per_trial, log
+
+    def _rows(self) -> dict[tuple[str, int], dict[str, Any]]:
+        if not self.path.is_file():
+            return {}
+        return {(r["trial_id"], int(r["epoch"])): r for r in pd.read_parquet(self.path).to_dict("records")}
+
+    def _row(self, trial: Any, result: dict[str, Any]) -> dict[str, Any]:
+        run = trial_run(trial.config)
+        row = {"trial_id": trial.trial_id, "phase": self.phase, "search": run["search"], "variant": run["variant"],
+               "method": run["spec"]["method"]["method"], "seed": run["spec"]["train"]["seed"],
+               "config": json.dumps(run["params"], sort_keys=True), "status": result.get("status", RUNNING),
+               "error": ""}
+        row.update({k: result.get(k) for k in REPORT_COLUMNS})
+        row.update({k: v for k, v in result.items() if k.startswith(TASK_PREFIX)})
+        row["wall_time_s"] = result.get("run_time_s", result.get("time_total_s"))
+        # driver clock: when Tune started the trial and when this report arrived (orchestration overhead)
+        row["started_at"], row["reported_at"] = trial.run_metadata.start_time, time.time()
+        # a worker group's checkpoint is Train's (its path in the result); an in-process trial's is Tune's
+        tune_checkpoint = result.get("checkpoint_dir_name")
+        row["checkpoint_path"] = result.get("checkpoint_path") or (f"{trial.path}/{tune_checkpoint}" if tune_checkpoint
+                                                                   else "")
+        return row
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
+        row = self._row(trial, result)
+        rows = self._rows()
+        rows[(row["trial_id"], int(row["epoch"] or 0))] = row
+        self._write(rows)
+        if self.log and row["status"] != SKIPPED:
+            score = "not validated" if pd.isna(row["score"]) else f"{row['score']:.2f}"
+            print(f"[{row['variant']}] trial {trial.trial_id} epoch {row['epoch']}/{row['max_epochs']} "
+                  f"score {score} params {row['params_pct']:.2f} %", flush=True)
+
+    def _finish(self, trial: Any, status: str, error: str = "") -> None:
+        rows = self._rows()
+        own = [r for (tid, _), r in rows.items() if tid == trial.trial_id]
+        if not own:  # failed before its first report
+            own = [self._row(trial, {"epoch": 0, "fidelity": 0.0})]
+            rows[(trial.trial_id, 0)] = own[0]
+        last = max(own, key=lambda r: r["epoch"] or 0)
+        if last["status"] != SKIPPED:
+            stopped_early = status == COMPLETED and not reached_full_fidelity(last["fidelity"] or 0)
+            last["status"] = PRUNED if stopped_early else status
+        last["error"] = error
+        self._write(rows)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, COMPLETED)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = ""
+        if trial.error_file and Path(trial.error_file).is_file():
+            error = Path(trial.error_file).read_text().strip().splitlines()[-1][:500]
+        self._finish(trial, FAILED, error)
+
+    def frame(self) -> pd.DataFrame:
+        """The table as a DataFrame (one row per trial and epoch)."""
+        return pd.DataFrame(list(self._rows().values()))
+
+    def _write(self, rows: dict[tuple[str, int], dict[str, Any]]) -> None:
+        tmp = self.path.with_suffix(".parquet.tmp")
+        pd.DataFrame(list(rows.values())).to_parquet(tmp, index=False)
+        os.replace(tmp, self.path)
+
+    def device_hours(self) -> float:
+        """Sum over trials of wall time x devices (GPUs, or workers on CPU runs), in hours."""
+        last: dict[str, float] = {}
+        for (tid, _), row in self._rows().items():
+            last[tid] = max(last.get(tid, 0.0), float(row.get("wall_time_s") or 0.0))
+        return sum(last.values()) * self.devices_per_trial / 3600

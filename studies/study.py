@@ -1,0 +1,180 @@
+"""A study: one Ray Tune experiment in which every variant is searched by multi-objective Optuna
+(maximise the average validation score, minimise trainable parameters) with ASHA early stopping per
+variant (`studies.searcher`), then the front's configurations re-run with more seeds. Every trial
+trains in its Tune trial process, or in a Ray Train worker group for data-parallel runs
+(`studies.trial`).
+
+A trial stopped early keeps its rows in the results table with its fidelity, so the frontier is built
+from full-fidelity runs only.
+
+Persistence: the results table (Parquet, written atomically after every report), the Optuna study
+(SQLite or PostgreSQL), Tune's experiment state and the checkpoints all live under the study
+directory, so a killed driver resumes (`--resume`) with every finished result kept.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+
+from analysis.pareto import pareto_front
+from studies.results_table import RESULTS, ResultsTable
+from studies.searcher import study_scheduler, study_searcher, trials_per_variant
+from studies.stopper import DeviceHoursStopper
+from studies.study_config import StudyConfig
+from studies.trial import run_trial
+from vlpet.errors import ConfigError
+from vlpet.results import RUN, TrialRun, final_rows
+from vlpet.train.ray_trainer import check_resources
+
+SEARCH, SEEDS = "search", "seeds"  # the Tune experiments (and results-table phases) of a study
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial directories (Tune's default name embeds every parameter)."""
+    return f"trial_{trial.trial_id}"
+
+
+def check_study_dir(study_dir: Path, resume: bool, min_free_mb: int = 200) -> None:
+    """The study directory must be new (or resumed), writable, and on a disk with room."""
+    if resume and not (study_dir / "study.json").is_file():
+        raise ConfigError(f"--resume: {study_dir} holds no study (no study.json); run without --resume to start it")
+    if not resume and (study_dir / RESULTS).is_file():
+        raise ConfigError(f"{study_dir} already holds a study; pass --resume to continue it or choose another --name")
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        probe = study_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"study directory {study_dir} is not writable ({err.strerror}); choose --study-dir") from None
+    free_mb = shutil.disk_usage(study_dir).free / 2**20
+    if free_mb < min_free_mb:
+        raise ConfigError(f"study directory {study_dir}: only {free_mb:.0f} MB free, need >= {min_free_mb} MB")
+
+
+def study_trainable(cfg: StudyConfig, storage_path: str) -> Any:
+    """The Tune trainable of every trial: `run_trial`. An in-process trial holds its worker's CPUs and
+    GPUs itself; a worker-group trial only waits on its TorchTrainer (checkpoints under
+    <storage_path>/train), so it holds no CPU, a token of memory (Ray refuses empty bundles)."""
+    t = cfg.run.train
+    in_process = t.in_trial_process
+    bundle = ({"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})} if in_process
+              else {"CPU": 0, "memory": 2**20})
+    trainable = tune.with_parameters(run_trial, max_params=cfg.settings.max_params,
+                                     train_storage=f"{storage_path.rstrip('/')}/train", in_process=in_process)
+    return tune.with_resources(trainable, tune.PlacementGroupFactory([bundle]))
+
+
+def frontier_configs(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The (study variant `search`, params) of every full-fidelity search trial on the Pareto front."""
+    final = final_rows(table[table["phase"] == SEARCH])
+    done = final[final["full_fidelity"]]
+    if done.empty:
+        return []
+    on_front = pareto_front(done["params"].to_numpy(float), done["score"].to_numpy(float))
+    return [{"search": r["search"], "params": json.loads(r["config"])} for _, r in done[on_front].iterrows()]
+
+
+class Study:
+    """One study: its config, its directory (results table, Optuna storage, study.json), where Tune keeps
+    its state, the trainable of its trials, and the phases that fill the results table.
+
+    `trainable` and `log` are for benchmarks that replay recorded trials instead of training them.
+    Expects Ray to be initialised (see studies.ray_cluster.connect)."""
+
+    def __init__(self, cfg: StudyConfig, study_dir: Path, storage_path: str | None = None, resume: bool = False,
+                 trainable: Any = None, log: bool = True):
+        self.cfg, self.dir, self.resume = cfg, Path(study_dir).resolve(), resume
+        self.storage_path = storage_path or str(self.dir / "ray")
+        self.trainable = trainable or study_trainable(cfg, self.storage_path)
+        t = cfg.run.train
+        self.table = ResultsTable(self.dir, SEARCH, t.num_workers * max(t.gpus_per_worker, 1.0), log=log)
+        self.stopper = DeviceHoursStopper(self.table, cfg.settings.gpu_hours)
+
+    def run(self) -> pd.DataFrame:
+        """Check the directory and the cluster, search every variant, re-run the front with extra seeds,
+        and return the results table (also written as results.csv)."""
+        s = self.cfg.settings
+        check_study_dir(self.dir, self.resume)
+        check_resources(self.cfg.run.train)
+        (self.dir / "study.json").write_text(json.dumps({**self.cfg.to_dict(), "backbone": f"{self.cfg.family}-base"},
+                                                        indent=2))
+        start = time.perf_counter()
+        trials = trials_per_variant(s)
+        print(f"== search: {', '.join(f'{v} {n}' for v, n in trials.items())} trials (Optuna {s.sampler}"
+              f"{', ASHA per variant' if s.asha else ''}; {s.max_concurrent_trials} at a time)", flush=True)
+        self.search(trials)
+        if self.stopper.stop_all():
+            print("device-hour budget spent: no seed re-runs", flush=True)
+        elif s.seeds > 1:
+            self.run_seeds()
+        frame = self.table.frame()
+        frame.to_csv(self.dir / "results.csv", index=False)
+        print(f"study {s.name}: {frame['trial_id'].nunique()} trials in {time.perf_counter() - start:.0f} s; "
+              f"results in {self.table.path}", flush=True)
+        return frame
+
+    def search(self, trials: dict[str, int]) -> None:
+        """Run (or resume) the Optuna searches of the variants (`trials`: variant -> its number of trials)
+        side by side in one Tune experiment."""
+        s = self.cfg.settings
+        # a restored experiment keeps its own searcher, which has had every variant's first trial
+        # (enqueueing it again would add the point to the Optuna study a second time)
+        searcher = study_searcher(self.cfg, trials, self.dir, first_trials=not self.restoring(SEARCH))
+        tune_config = self._tune_config(search_alg=ConcurrencyLimiter(searcher, s.max_concurrent_trials),
+                                        scheduler=study_scheduler(s, self.cfg.run.train.epochs),
+                                        num_samples=sum(trials.values()), time_budget_s=s.time_budget_s)
+        self._fit(SEARCH, tune_config)
+
+    def run_points(self, name: str, runs: list[TrialRun]) -> None:
+        """Train given trials (`StudyConfig.describe_trial`) to full fidelity, no search: Tune's grid search
+        over them in the experiment `name` (seed re-runs; the exhaustive grid of bench/search_efficiency.py)."""
+        tune_config = self._tune_config(max_concurrent_trials=self.cfg.settings.max_concurrent_trials)
+        self._fit(name, tune_config, {RUN: tune.grid_search(runs)})
+
+    def run_seeds(self) -> None:
+        """Re-run every frontier configuration with the extra seeds (`study.seeds` in all), full fidelity."""
+        points = frontier_configs(self.table.frame())
+        base, seeds = self.cfg.run.train.seed, self.cfg.settings.seeds
+        runs = [self.cfg.describe_trial(p["search"], p["params"], base + k) for p in points for k in range(1, seeds)]
+        if runs:
+            print(f"re-running {len(points)} frontier configurations with {seeds - 1} extra seed(s)", flush=True)
+            self.run_points(SEEDS, runs)
+
+    def restoring(self, name: str) -> bool:
+        """Whether experiment `name` continues from its saved Tune state (then a new searcher is not used)."""
+        return self.resume and tune.Tuner.can_restore(self._experiment_path(name))
+
+    def _experiment_path(self, name: str) -> str:
+        return f"{self.storage_path.rstrip('/')}/{name}"
+
+    def _tune_config(self, **options: Any) -> tune.TuneConfig:
+        return tune.TuneConfig(trial_dirname_creator=trial_dirname, reuse_actors=self.cfg.run.train.in_trial_process,
+                               **options)
+
+    def _fit(self, name: str, tune_config: tune.TuneConfig, param_space: dict | None = None) -> None:
+        """Run experiment `name` (its rows are phase `name` of the table), or continue its saved state."""
+        self.table.phase = name
+        if self.restoring(name):
+            tuner = tune.Tuner.restore(self._experiment_path(name), trainable=self.trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        else:
+            run_config = tune.RunConfig(
+                name=name, storage_path=self.storage_path, callbacks=[self.table], stop=self.stopper,
+                failure_config=tune.FailureConfig(max_failures=self.cfg.settings.max_failures), verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2))  # an in-process trial's: the 2 latest epochs
+            tuner = tune.Tuner(self.trainable, tune_config=tune_config, param_space=param_space, run_config=run_config)
+        tuner.fit()
+
+
+def run_study(cfg: StudyConfig, study_dir: Path, storage_path: str | None = None, resume: bool = False) -> pd.DataFrame:
+    """Run (or resume) the study of `cfg` in `study_dir`: `Study(...).run()`."""
+    return Study(cfg, study_dir, storage_path, resume).run()
