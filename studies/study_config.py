@@ -11,16 +11,15 @@ YAML layout (see studies/configs/*.yaml):
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from studies.search_space import DESIGNS, LR, METHOD, Dist, sample, space_for
+from vlpet.config_base import Config, bounded
 from vlpet.errors import ConfigError, build_dataclass, closest, unknown
 from vlpet.methods import MethodConfig
 from vlpet.methods.variants import VARIANTS, design_name, variant
@@ -36,7 +35,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded.yaml"
 
 
 @dataclass(frozen=True)
-class StudySettings:
+class StudySettings(Config):
     """The `study:` section.
 
     Attributes:
@@ -59,50 +58,36 @@ class StudySettings:
         max_failures: retries of a failed trial (from its last checkpoint).
     """
 
+    section: ClassVar[str] = "study"
+
     name: str = "embedded"
     variants: tuple[str, ...] = ("vlpet-small", "vlpet-middlex", "vlpet-middley", "vlpet-large")
-    trials_per_variant: int = 3
-    max_concurrent_trials: int = 2
-    max_params: int | None = None
-    seeds: int = 1
+    trials_per_variant: int = bounded(3, ge=1)
+    max_concurrent_trials: int = bounded(2, ge=1)
+    max_params: int | None = bounded(None, ge=1)
+    seeds: int = bounded(1, ge=1)
     asha: bool = True
-    grace_period: int = 1
-    reduction_factor: int = 2
-    max_trials: int | None = None
-    time_budget_s: float | None = None
-    gpu_hours: float | None = None
+    grace_period: int = bounded(1, ge=1)
+    reduction_factor: int = bounded(2, ge=2)
+    max_trials: int | None = bounded(None, ge=1)
+    time_budget_s: float | None = bounded(None, gt=0)
+    gpu_hours: float | None = bounded(None, gt=0)
     optuna_storage: str | None = None
     sampler: str = "tpe"
     sampler_seed: int = 0
-    max_failures: int = 2
+    max_failures: int = bounded(2, ge=0)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "variants", tuple(self.variants))
+    def check(self) -> None:
         valid = [*VARIANTS["bart"], DESIGNS]
         if not self.variants:
             raise ConfigError("study.variants is empty; list at least one of " + ", ".join(valid))
         for name in self.variants:
             if name not in valid:
                 raise unknown("study.variants entry", name, valid)
-        for name in ("trials_per_variant", "max_concurrent_trials", "seeds", "grace_period", "reduction_factor"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"study.{name}={getattr(self, name)!r} must be an integer >= 1")
-        if self.reduction_factor < 2:
-            raise ConfigError(f"study.reduction_factor={self.reduction_factor} must be >= 2")
-        for name in ("max_params", "max_trials"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"study.{name}={value!r} must be a positive integer or null")
-        for name in ("time_budget_s", "gpu_hours"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
-                raise ConfigError(f"study.{name}={value!r} must be a positive number or null")
-        if not isinstance(self.name, str) or not self.name or "/" in self.name:
-            raise ConfigError(f"study.name={self.name!r} must be a non-empty name without '/'")
+        if not self.name or "/" in self.name:
+            raise self.error("name", "must be a non-empty name without '/'")
         if self.sampler not in SAMPLERS:
             raise unknown("study.sampler", self.sampler, SAMPLERS)
-        if self.max_failures < 0:
-            raise ConfigError(f"study.max_failures={self.max_failures} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -160,9 +145,7 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts for study.json."""
-        settings = dataclasses.asdict(self.settings)
-        settings["variants"] = list(self.settings.variants)
-        return {"study": settings, "search": self.search, "run": self.run.to_dict()}
+        return {"study": self.settings.to_dict(), "search": self.search, "run": self.run.to_dict()}
 
 
 @functools.lru_cache(maxsize=1024)

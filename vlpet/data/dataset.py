@@ -12,12 +12,14 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 from transformers import PreTrainedTokenizerBase
 
+from vlpet.config_base import Config, bounded
 from vlpet.data.features import H5FeatureStore, NpzFrameStore
 from vlpet.data.synthetic import SyntheticConfig, ensure_benchmark
 from vlpet.data.synthetic_video import SyntheticVideoConfig, ensure_video_benchmark
@@ -32,7 +34,7 @@ SYNTHETIC = {"h5": lambda root, dim: ensure_benchmark(root, SyntheticConfig(feat
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Config):
     """Which tasks, where their data is, and how they are batched.
 
     Attributes:
@@ -52,33 +54,27 @@ class DataConfig:
             0-1000, which would drown the accuracies. Per-task scores are always reported unscaled.
     """
 
+    section: ClassVar[str] = "data"
+
     root: str = "datasets"
     tasks: tuple[str, ...] = ("vqa", "gqa", "nlvr", "caption")
-    batch_size: int = 500
-    eval_batch_size: int | None = None
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
+    batch_size: int = bounded(500, ge=1)
+    eval_batch_size: int | None = bounded(None, ge=1)
+    max_train_examples: int | None = bounded(None, ge=1)
+    max_eval_examples: int | None = bounded(None, ge=1)
     task_prompts: bool = True
-    num_workers: int = 0
+    num_workers: int = bounded(0, ge=0)
     synthetic: bool = False
-    score_scale: dict[str, float] = field(default_factory=dict)
+    score_scale: dict[str, float] = field(default_factory=dict,
+                                          metadata={"problem": "must map task names to factors, e.g. {caption: 0.1}"})
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", tuple(self.tasks))
+    def check(self) -> None:
         if not self.tasks:
             raise ConfigError(f"data.tasks is empty; list at least one of {', '.join(TASKS)}")
         formats = {get_task(name).feature_format for name in self.tasks}
         if self.synthetic and len(formats) > 1:
             raise ConfigError(f"data.tasks={list(self.tasks)} mixes image and video tasks, but data.synthetic generates "
                               "one benchmark per data.root; run image and video tasks with separate roots")
-        for name in ("batch_size", "eval_batch_size", "max_train_examples", "max_eval_examples"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"data.{name}={value!r} must be a positive integer")
-        if self.num_workers < 0:
-            raise ConfigError(f"data.num_workers={self.num_workers} must be >= 0")
-        if not isinstance(self.score_scale, dict):
-            raise ConfigError(f"data.score_scale={self.score_scale!r} must map task names to factors, e.g. {{caption: 0.1}}")
         for name, factor in self.score_scale.items():
             if name not in TASKS:  # a task this run does not train is allowed: configs set scales for a family
                 raise unknown("data.score_scale task", name, TASKS)

@@ -9,14 +9,14 @@ by every method of the paper), or is one of the backbone parameters the method u
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar
 
 from torch import nn
 
+from vlpet.config_base import Config
 from vlpet.errors import ConfigError, build_dataclass, unknown
 from vlpet.models.vl_model import VLModel
 
@@ -38,27 +38,11 @@ def register_method(cls: type[MethodConfig]) -> type[MethodConfig]:
 
 
 @dataclass(frozen=True)
-class MethodConfig:
-    """Base class of every PET method config. Subclasses are frozen dataclasses that validate
-    themselves on construction (`check`) and against a model (`check_model`)."""
+class MethodConfig(Config):
+    """Base class of every PET method config. Subclasses are frozen dataclasses whose fields are checked
+    against their types on construction, then by `check`, and against a model by `check_model`."""
 
     method: ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        self._check_types()
-        self.check()
-
-    def _check_types(self) -> None:
-        hints = get_type_hints(type(self))
-        for f in fields(self):
-            value, hint = getattr(self, f.name), hints[f.name]
-            if hint is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-            elif hint in (int, float, bool, str) and not (isinstance(value, hint) and (hint is bool or not isinstance(value, bool))):
-                raise self.error(f.name, f"must be a {hint.__name__}, got {value!r}")
-
-    def check(self) -> None:
-        """Validate field values; raise `self.error(field, fix)` on the first bad one."""
 
     def check_model(self, model: VLModel) -> None:
         """Validate the config against a concrete model (e.g. rank <= d_model)."""
@@ -71,12 +55,12 @@ class MethodConfig:
         return iter(())
 
     def error(self, field: str, fix: str) -> ConfigError:
-        """A ConfigError naming `method.field` and how to fix it."""
+        """A ConfigError naming `<method>.<field>` and how to fix it."""
         return ConfigError(f"{self.method}.{field}={getattr(self, field, None)!r}: {fix}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict with the method name, for YAML/JSON and checkpoints."""
-        return {"method": self.method, **dataclasses.asdict(self)}
+        return {"method": self.method, **super().to_dict()}
 
 
 def check_rank(cfg: MethodConfig, field: str, d_model: int) -> None:

@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from transformers import (
@@ -25,6 +25,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from vlpet.config_base import Config, bounded
 from vlpet.errors import ConfigError, unknown
 
 # Special tokens added to every tokenizer, as the paper's code does: 100 <extra_id_*> and 100
@@ -62,7 +63,7 @@ CONFIG_CLASSES = {"bart": (BartConfig, BartForConditionalGeneration), "t5": (T5C
 
 
 @dataclass(frozen=True)
-class BackboneConfig:
+class BackboneConfig(Config):
     """Which encoder-decoder to build and how visual features enter it.
 
     Attributes:
@@ -82,28 +83,23 @@ class BackboneConfig:
         extra: further HF config fields for a preset (e.g. {"encoder_layers": 3}).
     """
 
+    section: ClassVar[str] = "backbone"
+
     arch: str = "tiny-bart"
     pretrained: str | None = None
     tokenizer: str | None = None
-    vocab_size: int | None = None
-    feat_dim: int = 2048
+    vocab_size: int | None = bounded(None, gt=N_VIS_EXTRA_IDS)
+    feat_dim: int = bounded(2048, ge=1)
     n_boxes: int | None = 36
-    dropout: float = 0.1
+    dropout: float = bounded(0.1, ge=0.0, lt=1.0)
     init_seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.pretrained is None and self.arch not in PRESETS:
             raise unknown("backbone.arch", self.arch, PRESETS)
-        if self.vocab_size is not None and self.vocab_size <= N_VIS_EXTRA_IDS:
-            raise ConfigError(f"backbone.vocab_size={self.vocab_size} must exceed {N_VIS_EXTRA_IDS} "
-                              "(the last rows are the object-order embeddings)")
-        if self.feat_dim <= 0:
-            raise ConfigError(f"backbone.feat_dim={self.feat_dim} must be positive (2048 for RN101 grids, 512 for video)")
         if self.n_boxes is not None and not (0 < self.n_boxes <= N_VIS_EXTRA_IDS and int(self.n_boxes**0.5) ** 2 == self.n_boxes):
-            raise ConfigError(f"backbone.n_boxes={self.n_boxes} must be a square in 1..{N_VIS_EXTRA_IDS} (36 = 6x6) or null")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"backbone.dropout={self.dropout} must be in [0, 1)")
+            raise self.error("n_boxes", f"must be a square in 1..{N_VIS_EXTRA_IDS} (36 = 6x6) or null")
 
     def __hash__(self) -> int:  # `extra` is a dict: hash the fields' canonical JSON (cache keys of backbones)
         return hash(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))

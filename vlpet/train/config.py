@@ -3,14 +3,13 @@ and validated before anything starts, loadable from YAML."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from vlpet.config_base import Config, bounded
 from vlpet.data import DataConfig
 from vlpet.errors import ConfigError, build_dataclass, closest
 from vlpet.methods import MethodConfig, method_from_dict
@@ -20,10 +19,11 @@ from vlpet.models.backbones import EMBEDDED
 from vlpet.train.evaluate import DecodeConfig
 
 RUNNERS = ("auto", "trial", "workers")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Optimisation and scaling of one run (the paper's code: AdamW eps 1e-6, wd 0.01, 10 % linear
     warm-up then linear decay, grad-norm clip 5; spec 2.5).
 
@@ -41,40 +41,28 @@ class TrainConfig:
         eval_every: validate every this many epochs (and always after the last).
     """
 
-    epochs: int = 20
-    lr: float = 1e-3
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    adam_eps: float = 1e-6
-    clip_grad_norm: float = 5.0
+    section: ClassVar[str] = "train"
+
+    epochs: int = bounded(20, ge=1)
+    lr: float = bounded(1e-3, gt=0)
+    warmup_ratio: float = bounded(0.1, ge=0, le=1.0)
+    weight_decay: float = bounded(0.01, ge=0)
+    adam_eps: float = bounded(1e-6, gt=0)
+    clip_grad_norm: float = bounded(5.0, ge=0)
     seed: int = 42
     precision: str = "auto"
-    num_workers: int = 1
+    num_workers: int = bounded(1, ge=1)
     runner: str = "auto"
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
-    log_every: int = 50
-    eval_every: int = 1
+    gpus_per_worker: float = bounded(0.0, ge=0)
+    cpus_per_worker: float = bounded(1.0, gt=0)
+    log_every: int = bounded(50, ge=1)
+    eval_every: int = bounded(1, ge=1)
 
-    def __post_init__(self) -> None:
-        for name in ("epochs", "num_workers", "log_every", "eval_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"train.{name}={getattr(self, name)!r} must be an integer >= 1")
-        for name in ("lr", "adam_eps", "cpus_per_worker"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"train.{name}={value!r} must be a finite number > 0")
-        for name, top in (("warmup_ratio", 1.0), ("weight_decay", math.inf), ("clip_grad_norm", math.inf)):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value <= top:
-                raise ConfigError(f"train.{name}={value!r} must be a number in [0, {top}]")
-        if not isinstance(self.gpus_per_worker, (int, float)) or self.gpus_per_worker < 0:
-            raise ConfigError(f"train.gpus_per_worker={self.gpus_per_worker!r} must be >= 0")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"train.precision={self.precision!r} must be auto, bf16 or fp32")
+    def check(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise self.error("precision", f"must be {', '.join(PRECISIONS)}")
         if self.runner not in RUNNERS:
-            raise ConfigError(f"train.runner={self.runner!r} must be one of {', '.join(RUNNERS)}"
-                              f"{closest(str(self.runner), RUNNERS)}")
+            raise self.error("runner", f"must be one of {', '.join(RUNNERS)}{closest(str(self.runner), RUNNERS)}")
         if self.runner == "trial" and self.num_workers > 1:
             raise ConfigError(f"train.runner=trial trains one worker in the trial process, but num_workers="
                               f"{self.num_workers}; set runner: workers (or auto) for data-parallel runs")
@@ -112,10 +100,7 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dicts (JSON/YAML-safe); `from_dict(to_dict())` gives an equal spec."""
-        out = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS if name != "method"}
-        out["data"]["tasks"] = list(self.data.tasks)
-        out["method"] = self.method.to_dict()
-        return out
+        return {name: getattr(self, name).to_dict() for name in SECTIONS}
 
     def with_absolute_paths(self) -> RunSpec:
         """Relative data/tokenizer/pretrained paths made absolute against the current directory: Ray

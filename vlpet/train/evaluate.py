@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from vlpet.config_base import Config, bounded
 from vlpet.data import DataConfig, TaskBatch, TaskSpec, get_task, load_examples
-from vlpet.errors import ConfigError
 from vlpet.metrics import cider, exact_match_accuracy, gqa_accuracy, vqa_accuracy
 from vlpet.models import VLModel
 
@@ -21,24 +21,19 @@ METRICS = {"vqa_accuracy": vqa_accuracy, "gqa_accuracy": gqa_accuracy, "accuracy
 
 
 @dataclass(frozen=True)
-class DecodeConfig:
+class DecodeConfig(Config):
     """Generation settings. The paper: captions with 5 beams and max length 20 (spec 6.4); image answers
     greedy; video QA answers ("aK") with the same beams, up to answer_max_new_tokens tokens.
 
     no_repeat_ngram_size applies to captions only, as bart-base's hub generation config did.
     """
 
-    num_beams: int = 5
-    caption_max_length: int = 20
-    answer_max_new_tokens: int = 10
-    no_repeat_ngram_size: int = 3
+    section: ClassVar[str] = "decode"
 
-    def __post_init__(self) -> None:
-        for name in ("num_beams", "caption_max_length", "answer_max_new_tokens"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"decode.{name}={getattr(self, name)!r} must be an integer >= 1")
-        if self.no_repeat_ngram_size < 0:
-            raise ConfigError(f"decode.no_repeat_ngram_size={self.no_repeat_ngram_size} must be >= 0")
+    num_beams: int = bounded(5, ge=1)
+    caption_max_length: int = bounded(20, ge=1)
+    answer_max_new_tokens: int = bounded(10, ge=1)
+    no_repeat_ngram_size: int = bounded(3, ge=0)
 
 
 def _decoder_prefix(model: VLModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
