@@ -221,7 +221,7 @@ def _per_task_section(result: FrontierResult) -> str:
 def _paper_section(result: FrontierResult, backbone: str) -> str:
     """Our best configuration per variant beside the paper's Table 2 (+ Table 9 when the study has its
     variants), then the shape: ranks and budget winners. Video-only studies get a note instead: the
-    paper's video-text table is not available to this project (spec 10)."""
+    paper's video-text table is not available to this project."""
     if not {task_name(c) for c in result.tasks} & set(TASKS):
         return "\n".join(["## Beside the paper", "",
                           (f"This study's tasks ({', '.join(task_name(c) for c in result.tasks)}) are video-text "

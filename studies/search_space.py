@@ -67,7 +67,7 @@ METHOD = "method"
 DESIGNS = "designs"  # the study variant and space that search module x gate x lightweight
 DESIGN_MODULES = tuple(methods_with(*DESIGN_FIELDS))  # the bottleneck modules with VL-PET's designs
 
-# Ranges around the paper's settings (spec 3-4): r = 96 (BART) / 192 (T5), N_h = 4, s = 1 / 0.3,
+# Ranges around the paper's settings: r = 96 (BART) / 192 (T5), N_h = 4, s = 1 / 0.3,
 # lr 1e-3 (BART PET) / 3e-4 (T5) / 1e-4 (full fine-tuning).
 DEFAULT_SPACES: dict[str, dict[str, Dist]] = {
     "vlpet": {"rank": Choice((8, 16, 32, 48, 64, 96, 128, 192)), "n_heads": Choice((1, 2, 4, 8)),

@@ -15,7 +15,7 @@ from vlpet.errors import ConfigError
 from vlpet.methods import apply_method, method_from_dict
 from vlpet.methods.variants import PAPER_PARAMS_PERCENT, VARIANTS
 
-# Closed-form trainable counts of spec section 5 (arithmetic from the paper's code).
+# Closed-form trainable counts (arithmetic from the paper's code).
 SPEC_TRAINABLE = {
     ("bart-base", "vlpet-small"): 4_291_020, ("bart-base", "vlpet-middlex"): 4_281_804,
     ("bart-base", "vlpet-middley"): 4_281_792, ("bart-base", "vlpet-large"): 6_052_416,
@@ -26,7 +26,7 @@ SPEC_TRAINABLE = {
 }
 
 
-# The T5-base baseline rows are the LST paper's numbers, not reproducible by counting (spec 5).
+# The T5-base baseline rows are the LST paper's numbers, not reproducible by counting.
 REPRODUCED = sorted(k for k in PAPER_PARAMS_PERCENT if k[1] in VARIANTS["bart"]
                     and (k[0] == "bart-base" or k[1].startswith("vlpet") or k[1] == "full"))
 

@@ -91,7 +91,7 @@ def test_adapter_with_gate_and_lw_is_vlpet(gate):
                                    rtol=0, atol=0)
 
 
-# Closed-form counts on BART-base (spec 5, 10), independent of the implementation.
+# Closed-form counts on BART-base, independent of the implementation.
 D, R = 768, 96
 FROZEN = 139_420_416 + 153_600  # backbone + added vocabulary rows
 VISUAL, ENC_LN, ALL_LN = 1_582_848, 19_968, 49_152
@@ -126,7 +126,7 @@ def test_bart_base_counts_equal_closed_form_and_round_to_the_paper(name):
 def test_table9_variants_exist_in_both_families_and_known_counts():
     assert set(NEW_ROWS) <= set(VARIANTS["bart"]) and set(NEW_ROWS) <= set(VARIANTS["t5"])
     assert _closed_form("compacter+g-small+lw") == (2_964_204, 142_518_252)
-    assert _closed_form("hyperformer") == (8_579_088, 148_103_952)  # spec 5
+    assert _closed_form("hyperformer") == (8_579_088, 148_103_952)  # the paper's count
     # gate without LW: 30 adapters + 30 large gates + all layer norms
     gated = method_from_dict({"method": "adapter", "gate": "large"})
     rep = params.config_report(BackboneConfig(arch="bart-base"), gated)

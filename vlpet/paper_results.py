@@ -1,8 +1,8 @@
-"""The VL-PET paper's image-text results (Table 2, and Table 9 below; spec section 10), as plain data.
+"""The VL-PET paper's image-text results (Table 2, and Table 9 below), as plain data.
 
 Rows: (variant, paper method name, Params %, VQA, GQA, NLVR2, COCO CIDEr, Avg). The T5-base baseline
 rows are the LST paper's numbers, which the VL-PET authors copied; their Params % are not reproduced
-by counting (spec 5).
+by counting.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ TABLE2: dict[str, list[tuple[str, str, float, float, float, float, float, float]
 }
 
 # Table 9: VL-PET's granularity-controlled gates G and lightweight designs LW applied to other PET
-# methods, BART-base, same columns as TABLE2 (spec 10). The spec records only the Avg of the
+# methods, BART-base, same columns as TABLE2. The paper gives only the Avg of the
 # VL-Adapter + G + LW rows; their per-task scores are None. The Compacter row is the Table 2 baseline.
 TABLE9: dict[str, list[tuple[str, str, float, float | None, float | None, float | None, float | None, float]]] = {
     "bart-base": [

@@ -1,6 +1,6 @@
 """Trainable-parameter report for any VL model + PET method, and the paper's Params (%) table.
 
-Counted as the paper's code does (spec 5): percent = trainable / total x 100 over the final model,
+Counted as the paper's code does: percent = trainable / total x 100 over the final model,
 where total includes the resized vocabulary, the visual embedding and every added PET module; tied
 tensors count once and buffers not at all.
 

@@ -1,4 +1,4 @@
-"""Datasets, collation and the paper's multi-task batching (spec 9).
+"""Datasets, collation and the paper's multi-task batching.
 
 One DataLoader per task, each with its own (distributed) sampler and batch size; every epoch the
 multi-task loader shuffles a list holding each task name once per batch of that task and draws the
@@ -156,7 +156,7 @@ class Collator:
 
     def source_text(self, ex: Example) -> str:
         """The encoder input text of an example: image prompts prefix it, video prompts follow it after a space
-        (`f"{sent} {prompt}"`, spec 6.2)."""
+        (`f"{sent} {prompt}"`)."""
         if not self.task_prompts:
             return ex.text
         return f"{self.task.prompt}{ex.text}" if self.task.prompt_position == "prefix" else f"{ex.text} {self.task.prompt}"

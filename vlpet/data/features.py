@@ -1,11 +1,11 @@
-"""Visual feature stores in the on-disk formats of the paper's data (spec 7), read lazily.
+"""Visual feature stores in the on-disk formats of the paper's data, read lazily.
 
 Image features: one HDF5 file per image, `<dir>/<img_id>.h5`, holding group `<img_id>` with dataset
 `features` of shape [49, 2048] (CLIP RN101 7x7 grid, usually float16).
 
 Video features: one NumPy archive per video, `<dir>/<vid_name>.npz`, holding array `features` of shape
 [T, 512] (one CLIP-ViT vector per frame, T varies). Each video is brought to exactly 64 frame tokens as
-the paper's loaders do (spec 6.1): zero-padded when T < 64, adaptive 1-D max-pooled when T > 64.
+the paper's loaders do: zero-padded when T < 64, adaptive 1-D max-pooled when T > 64.
 
 Only the requested image or video is read; files are opened per access so the stores are safe to use
 from DataLoader worker processes.

@@ -1,5 +1,5 @@
 """The embedded benchmark: a small, learnable synthetic VL dataset written in exactly the paper's
-on-disk formats (spec 7), so the real loaders read it unchanged.
+on-disk formats, so the real loaders read it unchanged.
 
 Each "image" is a 7x7 grid of feature vectors (HDF5 `<img_id>/features`, [49, feat_dim], float16).
 Objects (a colour and a shape) sit in cells at rows/columns {0, 3, 6}, far enough apart that the

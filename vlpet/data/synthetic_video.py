@@ -1,5 +1,5 @@
 """The embedded video benchmark: small, learnable synthetic TVQA / How2QA / TVC / YC2C data written in
-exactly the paper's video layout (spec 7; file names and keys in `vlpet.data.tasks`), so the real
+exactly the paper's video layout (file names and keys in `vlpet.data.tasks`), so the real
 loaders read it unchanged.
 
 A video shows 2-4 objects of the image benchmark's world (a colour and a shape; distinct colours and

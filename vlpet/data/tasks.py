@@ -1,5 +1,5 @@
 """The image-text and video-text tasks as data: where their annotations and features live (the
-VL-Adapter / VALUE layout the paper uses, spec 6-9), how an annotation becomes an example, how each task
+VL-Adapter / VALUE layout the paper uses), how an annotation becomes an example, how each task
 decodes and is scored.
 
 Layout under the datasets root (keys and shapes in the README):
@@ -75,7 +75,7 @@ class Example:
 class TaskSpec:
     """A task as data: prompt, batch share, decoding, loss and scoring, and its annotation loader.
 
-    `prompt_position`: image prompts are prepended, video prompts appended (spec 6.2).
+    `prompt_position`: image prompts are prepended, video prompts appended.
     `feature_format`: "h5" per-image grid features (H5FeatureStore), "npz" per-video frame features
     (NpzFrameStore). `decode`: "beam_answer" is beam search for a short answer (video QA's "aK").
     """
@@ -256,7 +256,7 @@ def load_video_qa(root: Path, name: str, folder: str, source: str, n_choices: in
 
 def load_video_caption(root: Path, name: str, folder: str, source: str, with_ts: bool) -> list[Example]:
     """TVC / YC2C file `name`: "[Subs] …" (TVC: + " [TS] (ts)") -> one example per desc, whose single
-    reference is that desc (the paper scores CIDEr with one reference per desc entry, spec 8)."""
+    reference is that desc (the paper scores CIDEr with one reference per desc entry)."""
     path = root / VIDEO_ANN / folder / f"{name}.jsonl"
     out = []
     for i, e in enumerate(_entries(path, ("vid_name", "descs", *(("ts",) if with_ts else ())))):
@@ -269,7 +269,7 @@ def load_video_caption(root: Path, name: str, folder: str, source: str, with_ts:
     return out
 
 
-# Batch shares, prompts and decoding follow the paper's code (spec 6.2, 6.4, 9). GQA's prompt keeps
+# Batch shares, prompts and decoding follow the paper's code. GQA's prompt keeps
 # the code's typo "gpa: " so runs match the paper.
 TASKS: dict[str, TaskSpec] = {
     "vqa": TaskSpec("vqa", "vqa: ", 1.0, "greedy", "example", True, 20, 10,
@@ -282,7 +282,7 @@ TASKS: dict[str, TaskSpec] = {
     "caption": TaskSpec("caption", "caption: ", 50 / 60, "beam", "token", False, 40, 40,
                         {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}, load_caption, "cider"),
 }
-# Video tasks (spec 6.2-6.4, 8, 9): prompt appended, source <= 600 tokens, target <= 20, every task at the
+# Video tasks: prompt appended, source <= 600 tokens, target <= 20, every task at the
 # base batch size, per-example loss; QA answers "aK" by beam search and exact match, captions CIDEr.
 _VIDEO = {"batch_scale": 1.0, "loss": "example", "weighted": False, "max_source_len": 600, "max_target_len": 20,
               "prompt_position": "suffix", "feature_format": "npz"}

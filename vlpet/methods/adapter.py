@@ -1,19 +1,19 @@
 """VL-Adapter baseline: Houlsby bottleneck adapters (d -> d/reduction -> d, GELU, own skip) after
 encoder self-attention and FFN and decoder self-attention, cross-attention and FFN, shared by all
-tasks, plus every layer norm (spec 3).
+tasks, plus every layer norm.
 
 The same config also applies the VL-PET designs to it (paper Table 9), as fields rather than
 classes, so Compacter (a subclass) gets them too:
 
 * `gate`: a granularity-controlled gate G (small / middleX / middleY / large, `vlpet.methods.layers.make_gate`)
-  at every adapter position, Y = s · G(X, H') ⊙ H' with H' = H + ΔH(H), as in VL-PET (spec 1.1).
-* `lightweight` ("LW": lightweight designs and trainable encoder LNs, spec 1.4): adapters (and
+  at every adapter position, Y = s · G(X, H') ⊙ H' with H' = H + ΔH(H), as in VL-PET.
+* `lightweight` ("LW": lightweight designs and trainable encoder LNs): adapters (and
   gates) on the encoder self-attention and FFN only, a parallel bottleneck of the same kind on the
-  value projection of every decoder cross-attention ("VPA", spec 2.1) instead of the three decoder
+  value projection of every decoder cross-attention ("VPA") instead of the three decoder
   adapters, and the encoder layer norms instead of all of them.
 
 Adapter + G + LW is therefore VL-PET with one down-projection head, which does not change the
-function or the parameter count (spec 1.2): 2.98 / 2.98 / 2.98 / 4.16 % on BART-base, as VL-PET.
+function or the parameter count: 2.98 / 2.98 / 2.98 / 4.16 % on BART-base, as VL-PET.
 """
 
 from __future__ import annotations

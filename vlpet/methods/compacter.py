@@ -1,5 +1,5 @@
 """Compacter baseline: the VL-Adapter positions with PHM bottlenecks (W = sum_i A_i (x) B_i, n
-terms), per-layer rules, not factorised, plus every layer norm (spec 3). It inherits the Table 9
+terms), per-layer rules, not factorised, plus every layer norm. It inherits the Table 9
 fields of `AdapterConfig` (gate, lightweight, ...).
 
 What "Compacter + G + LW" is, from the paper's Table 9 Params % on BART-base (d = 768, 6 + 6

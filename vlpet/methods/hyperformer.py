@@ -1,4 +1,4 @@
-"""Hyperformer baseline (Karimi Mahabadi et al., 2021) as the paper runs it (spec 3: `--use_hyperformer
+"""Hyperformer baseline (Karimi Mahabadi et al., 2021) as the paper runs it (`--use_hyperformer
 --unique_hyper_net --projected_task_embedding_dim 8`, reduction factor 8, all layer norms trained).
 
 Adapters sit where VL-Adapter's do (after encoder self-attention and FFN, decoder self-attention,
@@ -13,7 +13,7 @@ generates them from the current task. One controller per stack:
 with one set of the four generators per sub-layer kind of the stack (encoder: self-attention, FFN;
 decoder: self-attention, cross-attention, FFN) and the task embeddings shared by both stacks.
 
-That structure is the one the paper's counts pin down (spec 5, BART-base, d = 768, r = 96, 4 tasks):
+That structure is the one the paper's counts pin down (BART-base, d = 768, r = 96, 4 tasks):
 
     task embeddings                 4 x 512                                        2,048
     per stack: layer-id embedding   6 x 512 = 3,072; TaskHyperNet 1024·128 + 128 + 128·8 + 8
@@ -32,7 +32,7 @@ task embeddings are one [tasks, 512] tensor rather than one parameter per task, 
 parameter receives a gradient each step (DDP without `find_unused_parameters` needs it); AdamW's
 moments therefore keep moving the other tasks' rows a little after they were last used.
 Initialisation follows each family's code: hyperformer's N(0, 0.01) linears and N(0, 1) embeddings,
-which HF BART's `_init_weights` then re-draws as N(0, 0.02) (spec 1.5); task embeddings N(0, 1).
+which HF BART's `_init_weights` then re-draws as N(0, 0.02); task embeddings N(0, 1).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Factory = Callable[[], nn.Module]
 
 
 def new_module(model: VLModel, factory: Factory, zero_init: bool) -> nn.Module:
-    """Build a PET module with the backbone family's init (spec 1.5), zeroing its output side if asked."""
+    """Build a PET module with the backbone family's init, zeroing its output side if asked."""
     module = factory()
     init_new_linear(module, model.family)
     if zero_init:

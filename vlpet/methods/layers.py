@@ -50,7 +50,7 @@ class Bottleneck(nn.Module):
 
     VL-PET's multi-head down-projection (N_h heads of d -> r/N_h, concatenated before the element-wise
     GELU) is exactly one d -> r projection whose rows are the heads, with the same parameter count and
-    initial distribution (spec 1.2), so `n_heads` only needs to divide r and is kept for fidelity.
+    initial distribution, so `n_heads` only needs to divide r and is kept for fidelity.
     """
 
     def __init__(self, d_model: int, rank: int, *, phm_n: int = 0):
@@ -105,7 +105,7 @@ class MiddleXGate(nn.Module):
 class MiddleYGate(nn.Module):
     """G_middleY = 1 + z: one free value per channel, shared over tokens and examples.
 
-    The paper's code has no sigmoid here (spec 1.3); `sigmoid=True` gives Fig. 3's 1 + σ(z).
+    The paper's code has no sigmoid here; `sigmoid=True` gives Fig. 3's 1 + σ(z).
     """
 
     needs_input = False
@@ -144,7 +144,7 @@ GRANULARITIES = ("small", "middleX", "middleY", "large")
 
 
 def make_gate(granularity: str, d_model: int, rank: int, middle_y_sigmoid: bool = False) -> nn.Module:
-    """The granularity-controlled gate G of one sub-layer (spec 1.3), shared by VL-PET and the gated
+    """The granularity-controlled gate G of one sub-layer, shared by VL-PET and the gated
     adapter/Compacter of Table 9. `rank` is r_g, used by the large gate only; `middle_y_sigmoid`
     selects Fig. 3's 1 + σ(z) for middleY. Gates are plain linear layers whatever the adapter is."""
     if granularity == "large":

@@ -1,5 +1,5 @@
 """LoRA baseline: low-rank updates on the query and value projections of every attention (encoder
-self, decoder self, decoder cross), plus every bias, as the paper's `single_lora` runs (spec 3).
+self, decoder self, decoder cross), plus every bias, as the paper's `single_lora` runs.
 Numerically PEFT's LoRA: y = W x + b + B A dropout(x) · alpha / r, A Kaiming-uniform, B = 0."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Prompt tuning baseline: P trainable encoder prompts, reparameterised by an MLP
 (Embedding(P, d) -> Linear(d, mid) -> tanh -> Linear(mid, d)), prepended to the text token
 embeddings. They are text positions: BART adds its positions and `layernorm_embedding` to them,
-T5's relative bias covers them. Only the prompts and the visual embedding train (spec 3)."""
+T5's relative bias covers them. Only the prompts and the visual embedding train."""
 
 from __future__ import annotations
 

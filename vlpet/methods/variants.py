@@ -1,5 +1,5 @@
-"""The paper's named variants with its hyper-parameters (spec 3-4), per backbone family, and the
-Params (%) the paper reports for them (spec 5, 10): Table 2's methods and Table 9's VL-PET designs
+"""The paper's named variants with its hyper-parameters, per backbone family, and the
+Params (%) the paper reports for them: Table 2's methods and Table 9's VL-PET designs
 on other PET methods (`compacter+g-small+lw`, ..., `adapter+g-large+lw`)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """VL-PET (ICCV 2023): granularity-controlled encoder modules plus a lightweight decoder module.
 
-Encoder, every layer, both sub-layers (self-attention and FFN), one module each (spec 1-2):
+Encoder, every layer, both sub-layers (self-attention and FFN), one module each:
 
     H' = H + ΔH(H),  ΔH = GELU(H W_down) W_up      (multi-head down-projection, rank r, N_h heads)
     Y  = s · G(X, H') ⊙ H'                          (before the layer's own dropout + residual (+ LN))

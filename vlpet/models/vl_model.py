@@ -1,6 +1,6 @@
 """VL-BART / VL-T5: an unmodified HF encoder-decoder fed with visual features on the encoder side.
 
-Visual tokens follow the paper's code (spec section 6.1):
+Visual tokens follow the paper's code:
 
     v_j = LN_f(W_f f_j) + LN_p(W_p box_j) + E_img[image index] + E_tok[V - 1 - j]
 

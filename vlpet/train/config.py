@@ -25,7 +25,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 @dataclass(frozen=True)
 class TrainConfig(Config):
     """Optimisation and scaling of one run (the paper's code: AdamW eps 1e-6, wd 0.01, 10 % linear
-    warm-up then linear decay, grad-norm clip 5; spec 2.5).
+    warm-up then linear decay, grad-norm clip 5).
 
     Attributes:
         epochs, lr, warmup_ratio, weight_decay, adam_eps, clip_grad_norm: as the paper's flags.

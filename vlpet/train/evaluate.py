@@ -1,4 +1,4 @@
-"""Per-task decoding and scoring (spec 6.4, 8): greedy answers for VQA/GQA, true/false logits for
+"""Per-task decoding and scoring: greedy answers for VQA/GQA, true/false logits for
 NLVR2, beam search for captions (image and video) and for the video QA answers "aK"; each task scored by
 its official metric, plus their average."""
 
@@ -22,7 +22,7 @@ METRICS = {"vqa_accuracy": vqa_accuracy, "gqa_accuracy": gqa_accuracy, "accuracy
 
 @dataclass(frozen=True)
 class DecodeConfig(Config):
-    """Generation settings. The paper: captions with 5 beams and max length 20 (spec 6.4); image answers
+    """Generation settings. The paper: captions with 5 beams and max length 20; image answers
     greedy; video QA answers ("aK") with the same beams, up to answer_max_new_tokens tokens.
 
     no_repeat_ngram_size applies to captions only, as bart-base's hub generation config did.
@@ -91,7 +91,7 @@ def evaluate(model: VLModel, loaders: dict[str, DataLoader], tokenizer: PreTrain
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, task: TaskSpec) -> torch.Tensor:
     """Token cross-entropy reduced as the paper's code: per-example mean then batch mean (VQA weighted
-    by the sampled answer's score), or a plain mean over tokens for captions (spec 6.3)."""
+    by the sampled answer's score), or a plain mean over tokens for captions."""
     per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100, reduction="none")
     mask = labels.ne(-100)
     if task.loss == "token":

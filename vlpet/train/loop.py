@@ -1,4 +1,4 @@
-"""The training loop of one run (spec 2.5, 9), framework-neutral: Ray Train calls it on every worker
+"""The training loop of one run, framework-neutral: Ray Train calls it on every worker
 (`vlpet.train.ray_trainer`); tests and benchmarks call it directly.
 
 Per step: one single-task batch, AdamW (eps 1e-6, wd 0.01), linear warm-up then decay, grad-norm
@@ -115,7 +115,7 @@ def build_optimizer(model: nn.Module, train: TrainConfig, total_steps: int) -> t
     """AdamW over the trainable parameters and the linear warm-up/decay schedule of the paper's code.
 
     Weight decay skips names containing "bias" or "LayerNorm.weight", exactly as the code, so BART's
-    `*layer_norm.weight` still get decay (spec 11.6).
+    `*layer_norm.weight` still get decay.
     """
     decay, no_decay = [], []
     for name, p in model.named_parameters():
