@@ -15,7 +15,7 @@ import pandas as pd
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d
 from analysis.pareto import pareto_front
 from analysis.table import check_columns
-from vlpet.results import final_rows, task_columns, task_name
+from vlpet.results import REFERENCE, SEARCH, final_rows, task_columns, task_name
 
 
 @dataclass
@@ -133,3 +133,23 @@ def _warnings(trials: pd.DataFrame, score_col: str, params_col: str) -> list[str
     if missing and not full.empty:
         out.append(f"no completed full-fidelity trial with a score for variant(s): {', '.join(missing)}")
     return out
+
+
+def paper_references(result: FrontierResult) -> pd.DataFrame:
+    """Each finished reference trial (a paper variant's hand-picked configuration, phase `reference`) with
+    the cheapest search trial that dominates it (params <=, score >=, one of them strictly), if any:
+    columns variant, params, score, dominated_by, by_params, by_score (the last three empty if none)."""
+    t, p, s = result.trials, result.params_col, result.score_col
+    if "phase" not in t:
+        return pd.DataFrame()
+    done = t[t["full_fidelity"] & t[s].notna()]
+    searched = done[done["phase"] == SEARCH].sort_values(p)
+    rows = []
+    for _, ref in done[done["phase"] == REFERENCE].iterrows():
+        better = searched[(searched[p] <= ref[p]) & (searched[s] >= ref[s])
+                          & ((searched[p] < ref[p]) | (searched[s] > ref[s]))]
+        by = better.iloc[0] if len(better) else None
+        rows.append({"variant": ref["variant"], "params": ref[p], "score": ref[s],
+                     "dominated_by": None if by is None else by["variant"],
+                     "by_params": None if by is None else by[p], "by_score": None if by is None else by[s]})
+    return pd.DataFrame(rows)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.fronts import FrontierResult, frontier, mean_std
+from analysis.fronts import FrontierResult, frontier, mean_std, paper_references
 from analysis.hypervolume import hypervolume_2d, hypervolume_history
 from analysis.paper_table import TASKS, paper_table, resolve_backbone
 from analysis.plots import frontier_figure, hypervolume_figure, save_figures
@@ -64,6 +64,7 @@ def _write(study_dir: Path, backbone: str | None, png: bool) -> tuple[Path, Fron
         _frontier_section(result, out),
         _hypervolume_section(result, history, out),
         _best_section(result, _constant_baselines(study_dir)),
+        _paper_reference_section(result),
         _per_task_section(result),
         _paper_section(result, backbone),
     ]
@@ -85,6 +86,11 @@ def summary_lines(result: FrontierResult) -> list[str]:
     front = ", ".join(f"{r.variant} ({getattr(r, result.params_col):.3g} %)" for r in result.front.itertuples())
     lines.append(f"frontier: {front or 'empty: no completed full-fidelity trial with a score'}")
     lines.append(f"hypervolume: {result.hypervolume:,.1f} (reference {_reference(result)})")
+    refs = paper_references(result)
+    if len(refs):
+        beaten = refs[refs["dominated_by"].notna()]
+        lines.append(f"the paper's hand-picked configurations: the search dominated {len(beaten)} of {len(refs)}"
+                     + (f" ({', '.join(beaten['variant'])})" if len(beaten) else ""))
     return lines
 
 
@@ -151,6 +157,22 @@ def _best_section(result: FrontierResult, constants: dict[str, float] | None) ->
     return "\n".join(["## Best configuration per variant", "",
                       "The full-fidelity configuration with the highest mean score over seeds, best first.", "",
                       _markdown(table), "", noise_note(best, result.score_col), "", constant_note(best, constants)])
+
+
+def _paper_reference_section(result: FrontierResult) -> str:
+    refs = paper_references(result)
+    head = ["## The paper's hand-picked configurations", "",
+            ("Each variant's configuration from the paper's scripts (sizes scaled to this backbone, the paper's "
+            "learning rate), trained as a reference point: is it dominated by a configuration the search found "
+            "(no more params, no lower score)?"), ""]
+    if refs.empty:
+        return "\n".join([*head, "None trained in this study (study.paper_reference: false, or none finished)."])
+    table = pd.DataFrame({
+        "variant": refs["variant"], "params %": refs["params"].map(_num), "score": refs["score"].map(_num),
+        "dominated by (cheapest)": [
+            "not dominated" if pd.isna(v) else f"{v} ({_num(bp)} %, {_num(bs)})"
+            for v, bp, bs in zip(refs["dominated_by"], refs["by_params"], refs["by_score"])]})
+    return "\n".join([*head, _markdown(table)])
 
 
 def constant_note(best: pd.DataFrame, constants: dict[str, float] | None) -> str:

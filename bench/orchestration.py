@@ -1,7 +1,7 @@
 """Orchestration overhead of a study: seconds per trial spent outside training and evaluation.
 
     python bench/orchestration.py [--runner both|trial|workers] [--default-study] [--variants vlpet-large]
-                                  [--trials 4] [--epochs 2] [--num-cpus 2] [--concurrency 2] [--no-asha]
+                                  [--trials 4] [--epochs 2] [--num-cpus 2] [--concurrency 2] [--no-early-stopping]
     python bench/orchestration.py --study-dir runs/studies/embedded     # a finished study, e.g. `make run`
 
 Runs a real study (local Ray, Tune + Optuna) once per runner, side by side: trials that train in their
@@ -75,7 +75,8 @@ def run(args: argparse.Namespace, runner: str, default_study: bool = False) -> t
 
     data = load_study(None if default_study else args.config).to_dict()
     if not default_study:
-        data["study"].update(variants=args.variants.split(","), trials_per_variant=args.trials, asha=not args.no_asha,
+        data["study"].update(variants=args.variants.split(","), trials_per_variant=args.trials,
+                             early_stopping="none" if args.no_early_stopping else "pareto",
                              max_concurrent_trials=args.concurrency)
         if args.epochs:
             data["run"]["train"]["epochs"] = args.epochs
@@ -135,7 +136,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, help="epochs per trial (default: the config's)")
     p.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of the local Ray")
     p.add_argument("--concurrency", type=int, default=2, help="trials at a time (1: no contention between trials)")
-    p.add_argument("--no-asha", action="store_true", help="run every trial to the last epoch")
+    p.add_argument("--no-early-stopping", action="store_true", help="run every trial to the last epoch")
     p.add_argument("--runner", choices=["trial", "workers", "both"], default="both",
                    help="where trials train: in the trial process, in a Ray Train worker group, or both side by side")
     p.add_argument("--default-study", action="store_true",

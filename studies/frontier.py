@@ -4,7 +4,7 @@
     python studies/frontier.py --config studies/configs/paper_bart_base.yaml --address auto
 
 Per variant, a Ray Tune study searched by multi-objective Optuna (max score, min trainable params)
-with ASHA early stopping per variant (studies/study.py). Ends by writing the frontier report.
+with Pareto-rank early stopping, beside the paper's hand-picked configurations (studies/study.py). Ends by writing the frontier report.
 Outputs: <study-dir>/results.parquet|csv, optuna.db, report/ (frontier.html, report.md, ...).
 `--resume` continues a killed study with every finished result kept.
 """

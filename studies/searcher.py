@@ -1,33 +1,35 @@
-"""What decides a study's trials: one Optuna searcher per variant (each its own Optuna study, sampler
-and define-by-run space), all of them side by side in one Tune experiment, and early stopping that
-compares a trial with its own variant's trials only.
+"""What decides a study's trials: one Optuna search per variant (each its own Optuna study, sampler seed
+and define-by-run space), all of them side by side in one Tune experiment. Early stopping is in
+`studies.schedulers`.
 
-Fidelity: a trial stopped early by ASHA has only a low-fidelity score. It is told to Optuna as
-PRUNED (never as a finished point), so Optuna learns only from full-fidelity runs. Off-the-shelf
-OptunaSearch would tell its last score as if the run had finished; `FidelityAwareOptunaSearch` fixes that.
+Fidelity: a trial stopped early has only a low-fidelity score. It is told to Optuna as PRUNED (never as a
+finished point), so Optuna learns only from full-fidelity runs (Tune's own OptunaSearch would tell its
+last score as if the run had finished).
 """
 
 from __future__ import annotations
 
-import functools
+import json
+import math
 import pickle
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from optuna.trial import TrialState
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 from sqlalchemy.exc import SQLAlchemyError
 
 from studies.search_space import sample
 from studies.study_config import StudyConfig, StudySettings
 from vlpet.errors import ConfigError
-from vlpet.results import RUN, SKIPPED, reached_full_fidelity, trial_run
+from vlpet.results import RUN, SKIPPED, reached_full_fidelity
 
 OBJECTIVES = (["score", "params"], ["max", "min"])
+DIRECTIONS = ["maximize", "minimize"]
 
 
 class VariantSpace:
@@ -50,37 +52,51 @@ def optuna_storage(cfg: StudyConfig, study_dir: Path) -> optuna.storages.BaseSto
         raise ConfigError(f"study.optuna_storage={url!r}: cannot open ({type(err).__name__}: {err})") from None
 
 
+def variant_seed(seed: int, variant_name: str) -> int:
+    """The sampler seed of one variant's search: drawn from the study seed and the variant's name, so that
+    variants draw different points and a second study seed draws another sequence for every variant."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(variant_name.encode())]).generate_state(1)[0])
+
+
+def sampler_for_budget(name: str, trials: int) -> str:
+    """The sampler `study.sampler: auto` picks for a variant's number of trials: Optuna's multi-objective
+    Gaussian-process sampler below 100 trials (its recommended range is 10-100; below 10 every sampler is
+    mostly its random start-up), TPE from 100 on."""
+    if name != "auto":
+        return name
+    return "gp" if trials < 100 else "tpe"
+
+
 def optuna_sampler(name: str, seed: int, num_samples: int) -> optuna.samplers.BaseSampler:
-    """TPE (random for its first third of trials, at least 2) or plain random search."""
+    """The Optuna sampler `name` (`auto`: by budget, `sampler_for_budget`) for a search of `num_samples`
+    trials. The model-based samplers start with random trials, a third of the budget and at least 2; TPE
+    lies about running trials (`constant_liar`) so that concurrent trials are drawn apart."""
+    name = sampler_for_budget(name, num_samples)
+    startup = max(2, num_samples // 3)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, num_samples // 3))
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
 def variant_searcher(cfg: StudyConfig, variant_name: str, study_dir: Path, num_samples: int,
-                     first_trial: bool) -> FidelityAwareOptunaSearch:
-    """The Optuna searcher of one variant: its own Optuna study, its variant's default setting first."""
+                     first_trial: bool) -> OptunaVariantSearch:
+    """The Optuna searcher of one variant: its own Optuna study and sampler seed, its variant's default
+    setting first."""
     s = cfg.settings
-    return FidelityAwareOptunaSearch(
-        space=VariantSpace(cfg, variant_name), metric=OBJECTIVES[0], mode=OBJECTIVES[1],
-        study_name=f"{s.name}-{variant_name}", storage=optuna_storage(cfg, study_dir),
-        sampler=optuna_sampler(s.sampler, s.sampler_seed, num_samples),
-        points_to_evaluate=[cfg.first_point(variant_name)[0]] if first_trial else None)
+    return OptunaVariantSearch(
+        VariantSpace(cfg, variant_name), optuna.create_study(
+            study_name=f"{s.name}-{variant_name}", storage=optuna_storage(cfg, study_dir), load_if_exists=True,
+            sampler=optuna_sampler(s.sampler, variant_seed(s.sampler_seed, variant_name), num_samples),
+            directions=DIRECTIONS),
+        first_params=cfg.first_point(variant_name)[0] if first_trial else None)
 
 
 def study_searcher(cfg: StudyConfig, trials: dict[str, int], study_dir: Path, first_trials: bool) -> VariantsSearch:
     """Every variant's searcher (`trials`: variant -> its number of trials) in one."""
     searchers = {v: variant_searcher(cfg, v, study_dir, n, first_trials) for v, n in trials.items()}
-    return VariantsSearch(searchers, trials, metric=OBJECTIVES[0], mode=OBJECTIVES[1])
-
-
-def study_scheduler(settings: StudySettings, max_epochs: int) -> TrialScheduler:
-    """ASHA per variant over the epochs when `study.asha` is on, else every trial runs to the end."""
-    if not settings.asha:
-        return FIFOScheduler()
-    return PerVariantScheduler(functools.partial(
-        ASHAScheduler, metric="score", mode="max", time_attr="epoch", max_t=max_epochs,
-        grace_period=settings.grace_period, reduction_factor=settings.reduction_factor))
+    return VariantsSearch(searchers, trials)
 
 
 def trials_per_variant(settings: StudySettings) -> dict[str, int]:
@@ -95,46 +111,94 @@ def trials_per_variant(settings: StudySettings) -> dict[str, int]:
     return trials
 
 
-class FidelityAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna the truth about early stopping and failures: a trial that did
-    not reach full fidelity is PRUNED, a failed or over-budget trial FAILED, and a trial already
-    finished in the Optuna storage (e.g. told before a driver crash) is never told again.
+def told_outcome(result: dict[str, Any] | None, error: bool) -> tuple[list[float] | None, TrialState]:
+    """What Optuna is told of a finished Tune trial: its (score, params) as COMPLETE only when it reached
+    full fidelity with a finite score; PRUNED when it was stopped early; FAIL when it failed or was over
+    the params budget (never trained)."""
+    if error or not result or result.get("status") == SKIPPED:
+        return None, TrialState.FAIL
+    if reached_full_fidelity(result.get("fidelity", 0.0)) and np.isfinite(result.get("score", np.nan)):
+        return [result["score"], result["params"]], TrialState.COMPLETE
+    return None, TrialState.PRUNED
 
-    A trial asked just before the driver died can be in Optuna's storage (written at once) but not in
-    Tune's saved searcher state (written now and then): it stays RUNNING, owned by no Tune trial. The
-    resumed search's next trial takes it over, with its parameters, instead of asking a new one, so the
-    Optuna study ends with one trial per Tune trial."""
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if trial_id not in self._ot_trials:
-            orphan = self._orphan()
-            if orphan is not None:
-                self._ot_trials[trial_id] = orphan
-        return super().suggest(trial_id)
+class OptunaVariantSearch(Searcher):
+    """One variant's search on its Optuna study, through Optuna's ask-and-tell interface.
 
-    def _orphan(self) -> optuna.Trial | None:
-        owned = {t._trial_id for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if frozen._trial_id not in owned:
-                return optuna.Trial(self._ot_study, frozen._trial_id)
-        return None
+    - Distinct draws: a drawn point equal to one of the study's running or finished trials is told FAIL
+      (user attribute `duplicate_of`) and drawn again, until the space has no unseen point left.
+    - Fidelity: a trial is told COMPLETE only at full fidelity (`told_outcome`), and a trial already
+      finished in the storage (e.g. told before a driver crash) is never told again.
+    - A trial asked just before the driver died is in Optuna's storage (written at once) but not in
+      Tune's saved searcher state (written now and then): it stays RUNNING, owned by no Tune trial. The
+      resumed search's next trial takes it over, with its parameters, instead of asking a new one, so the
+      Optuna study ends with one trial per Tune trial (besides the duplicates)."""
+
+    MAX_REDRAWS = 20
+
+    def __init__(self, space: Callable[[Any], dict[str, Any]], study: optuna.Study,
+                 first_params: dict[str, Any] | None = None):
+        super().__init__(metric=OBJECTIVES[0], mode=OBJECTIVES[1])
+        self.space, self.study = space, study
+        self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
+        self.told: set[str] = set()
+        if first_params is not None:
+            study.enqueue_trial(first_params, skip_if_exists=True)
+
+    def suggest(self, trial_id: str) -> dict[str, Any]:
+        number = self.numbers.get(trial_id)
+        if number is None:
+            number = self._orphan()
+        if number is None:
+            number, config = self._ask_distinct()
+            self.numbers[trial_id] = number
+            return config
+        self.numbers[trial_id] = number
+        return self.space(optuna.trial.FixedTrial(self._trial(number).params, number))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self.told or trial_id not in self.numbers:
             return
-        ot_trial = self._ot_trials[trial_id]
-        stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
-        if stored.state.is_finished():
-            self._completed_trials.add(trial_id)
-            return
-        values, state = None, optuna.trial.TrialState.FAIL
-        if not error and result and result.get("status") != SKIPPED:
-            if reached_full_fidelity(result.get("fidelity", 0.0)) and np.isfinite(result.get("score", np.nan)):
-                values, state = [result["score"], result["params"]], optuna.trial.TrialState.COMPLETE
-            else:
-                state = optuna.trial.TrialState.PRUNED
-        self._ot_study.tell(ot_trial, values, state=state)
-        self._completed_trials.add(trial_id)
+        number = self.numbers[trial_id]
+        if not self._trial(number).state.is_finished():
+            values, state = told_outcome(result, error)
+            self.study.tell(number, values, state=state)
+        self.told.add(trial_id)
+
+    def _ask_distinct(self) -> tuple[int, dict[str, Any]]:
+        for _ in range(self.MAX_REDRAWS):
+            trial = self.study.ask()
+            config = self.space(trial)
+            seen = {json.dumps(t.params, sort_keys=True): t.number for t in self.study.get_trials(
+                deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED))
+                if t.number != trial.number}
+            duplicate = seen.get(json.dumps(trial.params, sort_keys=True))
+            if duplicate is None or len(seen) >= _space_size(trial.distributions):
+                return trial.number, config
+            trial.set_user_attr("duplicate_of", duplicate)
+            self.study.tell(trial, state=TrialState.FAIL)
+        return trial.number, config  # a duplicate after MAX_REDRAWS draws: the sampler keeps to a known point
+
+    def _orphan(self) -> int | None:
+        owned = set(self.numbers.values())
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return next((t.number for t in running if t.number not in owned), None)
+
+    def _trial(self, number: int) -> optuna.trial.FrozenTrial:
+        return self.study.get_trials(deepcopy=False)[number]
+
+
+def _space_size(distributions: dict[str, optuna.distributions.BaseDistribution]) -> float:
+    """How many distinct points the distributions hold (inf with a continuous one)."""
+    size = 1.0
+    for d in distributions.values():
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            size *= len(d.choices)
+        elif isinstance(d, optuna.distributions.IntDistribution) and not d.log:
+            size *= (d.high - d.low) // d.step + 1
+        else:
+            return math.inf
+    return size
 
 
 class VariantsSearch(Searcher):
@@ -145,8 +209,8 @@ class VariantsSearch(Searcher):
     after another, so its sampler learns from its earlier trials as it would alone. Every result goes
     back to the searcher of the variant that suggested the trial."""
 
-    def __init__(self, searchers: dict[str, Searcher], trials: dict[str, int], metric: Any, mode: Any):
-        super().__init__(metric=metric, mode=mode)
+    def __init__(self, searchers: dict[str, Searcher], trials: dict[str, int]):
+        super().__init__(metric=OBJECTIVES[0], mode=OBJECTIVES[1])
         self.searchers, self.left = searchers, dict(trials)
         self.owner: dict[str, str] = {}
 
@@ -179,41 +243,3 @@ class VariantsSearch(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
-
-
-class PerVariantScheduler(FIFOScheduler):
-    """A scheduler of its own per variant (`make()`, e.g. ASHA): a trial's early-stopping decisions
-    compare it with trials of its own variant, as when each variant had an experiment of its own,
-    never a PET configuration with full fine-tuning. Trials start in the order they came (FIFO)."""
-
-    def __init__(self, make: Callable[[], TrialScheduler]):
-        super().__init__()
-        self.make = make
-        self.schedulers: dict[str, TrialScheduler] = {}
-
-    def _of(self, trial: Any) -> TrialScheduler:
-        name = trial_run(trial.config)["search"]
-        if name not in self.schedulers:
-            self.schedulers[name] = self.make()
-        return self.schedulers[name]
-
-    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-        return True  # every per-variant scheduler brings its own metric and mode
-
-    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        self._of(trial).on_trial_add(tune_controller, trial)
-
-    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
-        self._of(trial).on_trial_error(tune_controller, trial)
-
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        return self._of(trial).on_trial_result(tune_controller, trial, result)
-
-    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
-        self._of(trial).on_trial_complete(tune_controller, trial, result)
-
-    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
-        self._of(trial).on_trial_remove(tune_controller, trial)
-
-    def debug_string(self) -> str:
-        return "; ".join(f"{name}: {s.debug_string()}" for name, s in self.schedulers.items())

@@ -1,6 +1,7 @@
 """A study: one Ray Tune experiment in which every variant is searched by multi-objective Optuna
-(maximise the average validation score, minimise trainable parameters) with ASHA early stopping per
-variant (`studies.searcher`), then the front's configurations re-run with more seeds. Every trial
+(maximise the average validation score, minimise trainable parameters; `studies.searcher`) with early
+stopping (`studies.schedulers`), then each paper variant's hand-picked configuration as a reference point,
+then the front's configurations re-run with more seeds. Every trial
 trains in its Tune trial process, or in a Ray Train worker group for data-parallel runs
 (`studies.trial`).
 
@@ -26,15 +27,14 @@ from ray.tune.search import ConcurrencyLimiter
 
 from analysis.pareto import pareto_front
 from studies.results_table import RESULTS, ResultsTable
-from studies.searcher import study_scheduler, study_searcher, trials_per_variant
+from studies.schedulers import study_scheduler
+from studies.searcher import sampler_for_budget, study_searcher, trials_per_variant
 from studies.stopper import DeviceHoursStopper
 from studies.study_config import StudyConfig
 from studies.trial import run_trial
 from vlpet.errors import ConfigError
-from vlpet.results import RUN, TrialRun, final_rows
+from vlpet.results import REFERENCE, RUN, SEARCH, SEEDS, TrialRun, final_rows
 from vlpet.train.ray_trainer import check_resources
-
-SEARCH, SEEDS = "search", "seeds"  # the Tune experiments (and results-table phases) of a study
 
 
 def trial_dirname(trial: Any) -> str:
@@ -109,9 +109,12 @@ class Study:
                                                         indent=2))
         start = time.perf_counter()
         trials = trials_per_variant(s)
-        print(f"== search: {', '.join(f'{v} {n}' for v, n in trials.items())} trials (Optuna {s.sampler}"
-              f"{', ASHA per variant' if s.asha else ''}; {s.max_concurrent_trials} at a time)", flush=True)
+        print(f"== search: {', '.join(f'{v} {n}' for v, n in trials.items())} trials (Optuna "
+              f"{sampler_for_budget(s.sampler, s.trials_per_variant)}, early stopping {s.early_stopping}; "
+              f"{s.max_concurrent_trials} at a time)", flush=True)
         self.search(trials)
+        if s.paper_reference and not self.stopper.stop_all():
+            self.run_reference()
         if self.stopper.stop_all():
             print("device-hour budget spent: no seed re-runs", flush=True)
         elif s.seeds > 1:
@@ -139,6 +142,23 @@ class Study:
         over them in the experiment `name` (seed re-runs; the exhaustive grid of bench/search_efficiency.py)."""
         tune_config = self._tune_config(max_concurrent_trials=self.cfg.settings.max_concurrent_trials)
         self._fit(name, tune_config, {RUN: tune.grid_search(runs)})
+
+    def run_reference(self) -> None:
+        """Train each variant's paper configuration (`StudyConfig.paper_trials`) that the search did not
+        already train, to full fidelity."""
+        frame = self.table.frame()
+        searched = set() if frame.empty else {self._run_key(r["search"], json.loads(r["config"]))
+                                              for _, r in final_rows(frame).iterrows() if r["phase"] == SEARCH}
+        runs = [r for r in self.cfg.paper_trials() if self._run_key(r["search"], r["params"]) not in searched]
+        if runs:
+            print(f"== the paper's configurations: {', '.join(r['variant'] for r in runs)} (reference points)",
+                  flush=True)
+            self.run_points(REFERENCE, runs)
+
+    def _run_key(self, variant_name: str, params: dict[str, Any]) -> str:
+        """What a trial trains, whatever the way its parameters were written: its method and lr."""
+        spec = self.cfg.trial_spec(variant_name, params)
+        return json.dumps([spec.method.to_dict(), spec.train.lr], sort_keys=True)
 
     def run_seeds(self) -> None:
         """Re-run every frontier configuration with the extra seeds (`study.seeds` in all), full fidelity."""

@@ -22,7 +22,7 @@ from studies.search_space import DESIGNS, LR, METHOD, Dist, sample, space_for
 from vlpet.config_base import Config, bounded
 from vlpet.errors import ConfigError, build_dataclass, closest, unknown
 from vlpet.methods import MethodConfig
-from vlpet.methods.variants import VARIANTS, design_name, variant
+from vlpet.methods.variants import VARIANTS, design_name, paper_setting, variant
 from vlpet.models import BackboneConfig
 from vlpet.models.vl_model import build_vl_model
 from vlpet.params import ParamReport, config_report
@@ -30,7 +30,10 @@ from vlpet.results import TrialRun
 from vlpet.train.config import RunSpec, load_yaml
 
 SECTIONS = ("study", "search", "run")
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("auto", "tpe", "gp", "random")
+EARLY_STOPPING = ("pareto", "asha", "none")
+RENAMED = {"asha": "study.asha is now study.early_stopping: pareto (the default: promotes by Pareto rank in score "
+                   "and params), asha (score only, per variant) or none"}
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded.yaml"
 
 
@@ -47,14 +50,22 @@ class StudySettings(Config):
         max_concurrent_trials: trials running at once.
         max_params: trainable-parameter budget; configurations above it are never trained.
         seeds: seeds per frontier point; > 1 re-runs the frontier configurations with extra seeds.
-        asha: stop weak trials early with ASHA (per-epoch `score`); grace_period and reduction_factor tune it.
+        early_stopping: how trials are stopped early at the rungs (grace_period * reduction_factor**k epochs):
+            `pareto` (default) keeps a trial that is among the best 1/reduction_factor of its rung by Pareto
+            rank in (score, trainable params) over all variants (MO-ASHA); `asha` by score alone, per
+            variant (Tune's ASHA); `none` trains every trial to the end (see studies/schedulers.py).
         max_trials: cap on all trials of the study (search + seeds).
         time_budget_s: wall-clock budget of the search (all variants: they run in one Tune experiment).
         gpu_hours: GPU-hour budget of the whole study (sum over trials of wall time x GPUs).
         optuna_storage: Optuna RDB URL; default sqlite:///<study dir>/optuna.db (PostgreSQL for clusters).
-        sampler: Optuna sampler, `tpe` (multi-objective TPE) or `random` (the baseline that
-            bench/search_efficiency.py compares with).
-        sampler_seed: seed of the Optuna sampler.
+        sampler: Optuna sampler: `auto` (default: by trials_per_variant, Optuna's multi-objective
+            Gaussian-process sampler below 100 trials, TPE from 100), `gp`, `tpe` (multi-objective TPE with
+            constant liar) or `random` (the baselines bench/search_efficiency.py compares with).
+        sampler_seed: the study's sampler seed; each variant's sampler is seeded from it and the
+            variant's name, so variants draw different points.
+        paper_reference: also train each paper variant's hand-picked configuration (the seed's
+            hyperparameters, sizes scaled to the backbone, the paper's learning rate) as a reference point;
+            the report says whether the searched front dominates it.
         max_failures: retries of a failed trial (from its last checkpoint).
     """
 
@@ -66,15 +77,16 @@ class StudySettings(Config):
     max_concurrent_trials: int = bounded(2, ge=1)
     max_params: int | None = bounded(None, ge=1)
     seeds: int = bounded(1, ge=1)
-    asha: bool = True
+    early_stopping: str = "pareto"
     grace_period: int = bounded(1, ge=1)
     reduction_factor: int = bounded(2, ge=2)
     max_trials: int | None = bounded(None, ge=1)
     time_budget_s: float | None = bounded(None, gt=0)
     gpu_hours: float | None = bounded(None, gt=0)
     optuna_storage: str | None = None
-    sampler: str = "tpe"
+    sampler: str = "auto"
     sampler_seed: int = 0
+    paper_reference: bool = True
     max_failures: int = bounded(2, ge=0)
 
     def check(self) -> None:
@@ -88,6 +100,8 @@ class StudySettings(Config):
             raise self.error("name", "must be a non-empty name without '/'")
         if self.sampler not in SAMPLERS:
             raise unknown("study.sampler", self.sampler, SAMPLERS)
+        if self.early_stopping not in EARLY_STOPPING:
+            raise unknown("study.early_stopping", self.early_stopping, EARLY_STOPPING)
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,12 @@ class StudyConfig:
         first = _FirstValue()
         return first.params, sample(self.space(variant_name), first)
 
+    def paper_trials(self) -> list[TrialRun]:
+        """Each studied paper variant's hand-picked configuration (`paper_setting`: the seed's hyperparameters,
+        sizes scaled to this backbone, the paper's lr); `designs` has none."""
+        return [self.describe_trial(v, paper_setting(v, self.family, self.d_model))
+                for v in self.settings.variants if v != DESIGNS]
+
     def first_spec(self, variant_name: str) -> RunSpec:
         """The run of a variant at its default setting (`first_point`), which validation checks eagerly."""
         return self.trial_spec(variant_name, self.first_point(variant_name)[1])
@@ -160,14 +180,18 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
         if key not in SECTIONS:
             raise ConfigError(f"{key!r} is not a study config section{closest(str(key), SECTIONS)}; "
                               f"valid: {', '.join(SECTIONS)}")
-    settings = build_dataclass(StudySettings, data.get("study") or {}, "study")
+    study = data.get("study") or {}
+    for key in RENAMED.keys() & (study.keys() if isinstance(study, dict) else set()):
+        raise ConfigError(RENAMED[key])
+    settings = build_dataclass(StudySettings, study, "study")
     run = RunSpec.from_dict(data.get("run") or {}).with_absolute_paths()
     search = data.get("search") or {}
     if not isinstance(search, dict):
         raise ConfigError("search must map method names to {parameter: distribution}")
-    if settings.asha and run.train.eval_every != 1:
-        raise ConfigError(f"study.asha compares every epoch's score, but run.train.eval_every={run.train.eval_every} "
-                          "validates less often; set eval_every: 1 or asha: false")
+    if settings.early_stopping != "none" and run.train.eval_every != 1:
+        raise ConfigError(f"study.early_stopping={settings.early_stopping} compares every epoch's score, but "
+                          f"run.train.eval_every={run.train.eval_every} validates less often; set eval_every: 1 or "
+                          "early_stopping: none")
     with torch.device("meta"):  # the backbone's shape from its config: no weights
         shape = build_vl_model(run.backbone, load_weights=False)
     config = StudyConfig(settings, run, search, family=shape.family, d_model=shape.d_model)
@@ -181,6 +205,8 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
         space_for(method, overrides, d_model)  # overrides of spaces not studied this time are checked too
     for name in settings.variants:  # every space parses, fits the model and yields a valid run
         config.first_spec(name)
+    if settings.paper_reference:
+        config.paper_trials()
     return config
 
 

@@ -291,3 +291,17 @@ def test_png_export(tmp_path):
     assert plots.save_figures({tmp_path / "frontier": plots.frontier_figure(frontier(sample_study()))}) == []
     data = (tmp_path / "frontier.png").read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+def test_report_says_whether_the_search_dominated_the_papers_hand_picked_configurations(tmp_path):
+    """Two reference trials: one dominated by a searched configuration (fewer params, higher score), one
+    not; the cheapest dominating search trial is named."""
+    table = sample_study().assign(phase="search")
+    refs = study({"trial_id": "r1", "variant": "vlpet-large", "pct": 8.0, "score": 70.0, "lr": 1e-4},
+                 {"trial_id": "r2", "variant": "bitfit", "pct": 1.0, "score": 60.0, "lr": 1e-4}).assign(phase="reference")
+    pd.concat([table, refs]).to_parquet(tmp_path / "results.parquet")
+    text = write_report(tmp_path, png=False).read_text()
+    assert "the paper's hand-picked configurations: the search dominated 1 of 2 (vlpet-large)" in text
+    section = text.split("## The paper's hand-picked configurations")[1].split("##")[0]
+    assert "| vlpet-large | 8.00 | 70.00 | vlpet-large (4.16 %, 79.00) |" in section  # not bitfit: 65 < 70
+    assert "| bitfit | 1.00 | 60.00 | not dominated |" in section

@@ -40,7 +40,7 @@ def test_study_spans_two_nodes_and_a_killed_worker_node_loses_no_trial_and_no_ep
     killed. Tune retries the trial that was on it from its last checkpoint (on the head, once the head's
     trial is done) and the study completes."""
     data = study_dict(bench, tokenizer_dir, variants=["vlpet-large"], trials_per_variant=2, max_concurrent_trials=2,
-                      asha=False, max_failures=3)
+                      early_stopping="none", paper_reference=False, max_failures=3)
     data["run"]["train"].update(epochs=2, runner=runner)
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(data))
@@ -80,7 +80,7 @@ def test_nan_trial_fails_cleanly_and_the_study_goes_on(bench, tokenizer_dir, tmp
     from studies.study_config import study_from_dict
 
     data = study_dict(bench, tokenizer_dir, variants=["vlpet-large"], trials_per_variant=2, max_concurrent_trials=2,
-                      asha=False, max_failures=0)
+                      early_stopping="none", paper_reference=False, max_failures=0)
     # the first trial is the default setting (lr 1e-3, trains normally); with sampler seed 1 the second draws
     # the learning rate that explodes the loss
     data["search"]["vlpet"]["lr"] = {"choice": [1.0e-3, 1.0e6]}

@@ -4,6 +4,7 @@ search-space validity, and bad input rejected before any trial."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,14 +16,14 @@ import yaml
 from studies.frontier import main as frontier_main
 from studies.results_table import ResultsTable
 from studies.search_space import DEFAULT_SPACES, DESIGNS
-from studies.searcher import FidelityAwareOptunaSearch, VariantSpace
+from studies.searcher import OptunaVariantSearch, VariantSpace, optuna_sampler, variant_seed
 from studies.study import frontier_configs
 from studies.study_config import load_study, study_from_dict
 from tests.conftest import SMALL
 from vlpet.errors import ConfigError
 from vlpet.methods import method_from_dict
 from vlpet.methods.layers import GRANULARITIES
-from vlpet.methods.variants import VARIANTS, design_name
+from vlpet.methods.variants import VARIANTS, design_name, paper_setting
 from vlpet.results import RUN
 from vlpet.train.config import RunSpec, load_yaml
 
@@ -48,15 +49,20 @@ def final_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_small_study_records_every_trial_and_tells_optuna_the_fidelity(ray_local, bench, tokenizer_dir, tmp_path):
-    """A VL-PET variant and a `designs` search (module x gate x LW) with ASHA: every trial once, pruned
-    trials told to Optuna as PRUNED, and each designs trial named by the combination it resolves to."""
+    """A VL-PET variant and a `designs` search (module x gate x LW) with Pareto early stopping, then the
+    paper's VL-PET-large configuration as a reference point: every trial once, pruned trials told to
+    Optuna as PRUNED, and each designs trial named by the combination it resolves to."""
     from studies.study import run_study
 
     cfg = study_from_dict(study_dict(bench, tokenizer_dir, variants=["vlpet-large", DESIGNS], trials_per_variant=3,
                                            max_concurrent_trials=3))
     table = run_study(cfg, tmp_path / "study")
     final = final_rows(table)
-    assert len(final) == 6 and final["trial_id"].is_unique
+    assert len(final) == 7 and final["trial_id"].is_unique
+    reference = final[final["phase"] == "reference"]
+    assert reference["variant"].tolist() == ["vlpet-large"] and reference["status"].tolist() == ["completed"]
+    assert json.loads(reference["config"].iloc[0]) == paper_setting("vlpet-large", "bart", 64)
+    final = final[final["phase"] == "search"]
     assert (final["params"] > 0).all() and final["status"].isin(["completed", "pruned"]).all()
     assert not table.duplicated(["trial_id", "epoch"]).any()
     completed = final[final["status"] == "completed"]
@@ -83,44 +89,75 @@ def test_small_study_records_every_trial_and_tells_optuna_the_fidelity(ray_local
     assert (tmp_path / "study" / "results.csv").is_file()
 
 
+def unit_space(trial) -> dict:
+    return {"x": trial.suggest_float("x", 0, 1)}
+
+
+def searcher(storage: str | None = None, space=unit_space, sampler=None, name: str = "s") -> OptunaVariantSearch:
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, sampler=sampler,
+                                directions=["maximize", "minimize"])
+    return OptunaVariantSearch(space, study)
+
+
 def test_fidelity_aware_search_never_tells_a_low_fidelity_score():
-    search = FidelityAwareOptunaSearch(space=lambda trial: {"x": trial.suggest_float("x", 0, 1)},
-                                       metric=["score", "params"], mode=["max", "min"])
-    search.set_search_properties(None, None, {})
+    search = searcher()
     for tid in ("a", "b", "c", "d"):
         search.suggest(tid)
     search.on_trial_complete("a", {"score": 50.0, "params": 10, "fidelity": 1.0})
-    search.on_trial_complete("b", {"score": 99.0, "params": 1, "fidelity": 0.5})  # ASHA-stopped: pruned
+    search.on_trial_complete("b", {"score": 99.0, "params": 1, "fidelity": 0.5})  # stopped early: pruned
     search.on_trial_complete("c", None, error=True)
     search.on_trial_complete("d", {"score": 0.0, "params": 10**9, "status": "skipped_budget", "fidelity": 0.0})
     search.on_trial_complete("a", {"score": 1.0, "params": 1, "fidelity": 1.0})  # told once only
-    trials = search._ot_study.trials
+    trials = search.study.trials
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
     assert trials[0].values == [50.0, 10]
-    assert [t.values for t in search._ot_study.best_trials] == [[50.0, 10]]
+    assert [t.values for t in search.study.best_trials] == [[50.0, 10]]
 
 
 def test_resumed_search_takes_over_the_trial_its_driver_asked_before_dying(tmp_path):
     """The driver died after Optuna stored trial 1 (RUNNING) but before Tune saved its searcher: the resumed
     searcher's next trial runs trial 1's parameters instead of asking a new one."""
-    def searcher() -> FidelityAwareOptunaSearch:
-        search = FidelityAwareOptunaSearch(space=lambda trial: {"x": trial.suggest_float("x", 0, 1)},
-                                           metric=["score", "params"], mode=["max", "min"], study_name="s",
-                                           storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}"))
-        search.set_search_properties(None, None, {})
-        return search
-
-    before = searcher()
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    before = searcher(storage)
     before.suggest("a")
     before.on_trial_complete("a", {"score": 1.0, "params": 1, "fidelity": 1.0})
+    saved = pickle.dumps(before)  # what Tune saved after "a"
     asked = before.suggest("b")  # ... and the driver dies: "b" is in Optuna only
-    resumed = searcher()  # the state Tune saved after "a"
-    resumed._ot_trials = {"a": before._ot_trials["a"]}
-    resumed._completed_trials = {"a"}
+    resumed = pickle.loads(saved)
     assert resumed.suggest("c") == asked
     resumed.on_trial_complete("c", {"score": 2.0, "params": 1, "fidelity": 1.0})
-    assert [t.state.name for t in resumed._ot_study.trials] == ["COMPLETE", "COMPLETE"]
-    assert resumed.suggest("d") != asked and len(resumed._ot_study.trials) == 3  # no orphan left: a new trial
+    assert [t.state.name for t in resumed.study.trials] == ["COMPLETE", "COMPLETE"]
+    # no orphan left: a new trial (the restored sampler replays its saved random state, so its first draw
+    # repeats "b"'s point: told FAIL as a duplicate and drawn again)
+    assert resumed.suggest("d") != asked
+    assert [t.number for t in resumed.study.trials if "duplicate_of" not in t.user_attrs] == [0, 1, 3]
+
+
+def grid_space(trial) -> dict:
+    return {"rank": trial.suggest_categorical("rank", [4, 8, 16]), "lr": trial.suggest_categorical("lr", [1e-3, 3e-3])}
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "random"])
+def test_concurrent_trials_and_variants_never_receive_identical_configurations(sampler):
+    """Six trials asked at once from a 6-point space get the 6 points; the space exhausted, a 7th is a
+    repeat after a bounded number of redraws; two variants of one study seed draw different sequences."""
+    draws = {}
+    for variant in ("vlpet-small", "vlpet-large"):
+        search = searcher(space=grid_space, name=variant, sampler=optuna_sampler(sampler, variant_seed(0, variant), 6))
+        draws[variant] = [search.suggest(f"{variant}-{k}") for k in range(6)]
+        assert len({json.dumps(d, sort_keys=True) for d in draws[variant]}) == 6
+        search.suggest(f"{variant}-extra")
+        duplicates = [t for t in search.study.trials if "duplicate_of" in t.user_attrs]
+        assert all(t.state.name == "FAIL" for t in duplicates)
+        assert len(duplicates) <= 5 * OptunaVariantSearch.MAX_REDRAWS
+    assert draws["vlpet-small"] != draws["vlpet-large"]
+    assert variant_seed(0, "vlpet-small") != variant_seed(0, "vlpet-large") != variant_seed(1, "vlpet-large")
+
+
+def test_sampler_auto_follows_the_budget():
+    assert isinstance(optuna_sampler("auto", 0, 12), optuna.samplers.GPSampler)
+    assert isinstance(optuna_sampler("auto", 0, 200), optuna.samplers.TPESampler)
+    assert optuna_sampler("tpe", 0, 12)._constant_liar
 
 
 @pytest.mark.parametrize("method", sorted(set(DEFAULT_SPACES) - {DESIGNS}))
@@ -204,6 +241,22 @@ def test_paper_bart_base_study_config_validates_with_a_bart_base_stand_in():
     spec = study.trial_spec("vlpet-large", start)
     assert (spec.method.rank, spec.method.n_heads, spec.method.decoder_rank, spec.method.scale) == (96, 4, 96, 1.0)
     assert spec.train.lr == 1e-3
+    # the paper's hand-picked configurations are the first points here, so the study trains no extra reference
+    from studies.study import Study
+
+    key = Study._run_key
+    for run in study.paper_trials():
+        if run["search"].startswith("vlpet") or run["search"] == "full":
+            assert key(SimpleNamespace(cfg=study), run["search"], run["params"]) == key(
+                SimpleNamespace(cfg=study), run["search"], study.first_point(run["search"])[1]), run["search"]
+
+
+def test_paper_settings_scale_sizes_to_the_backbone():
+    assert paper_setting("vlpet-large", "bart", 128) == {"granularity": "large", "rank": 16, "n_heads": 4,
+                                                         "scale": 1.0, "decoder_rank": 16, "lr": 1e-3}
+    assert paper_setting("vlpet-small", "t5", 768)["rank"] == 192 and paper_setting("full", "t5", 768) == {"lr": 1e-4}
+    assert paper_setting("vlpet-large", "bart", 20)["rank"] == 4  # never below N_h, a multiple of it
+    assert paper_setting("lora", "bart", 128) == {"rank": 21, "alpha": 32.0, "lr": 1e-3}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -223,7 +276,10 @@ def test_paper_bart_base_study_config_validates_with_a_bart_base_stand_in():
     ({"run": {"train": {"epochs": 0}}}, r"train.epochs=0 must be an integer >= 1"),
     ({"study": {"max_params": -5}}, "study.max_params=-5"),
     ({"study": {"sampler": "tpee"}}, "unknown study.sampler 'tpee'.*did you mean 'tpe'"),
-    ({"run": {"train": {"eval_every": 2}}}, r"study.asha compares every epoch's score.*eval_every=2"),
+    ({"run": {"train": {"eval_every": 2}}}, r"study.early_stopping=pareto compares every epoch's score.*eval_every=2"),
+    ({"study": {"asha": True}}, r"study.asha is now study.early_stopping: pareto .* asha .* or none"),
+    ({"study": {"early_stopping": "hyperband"}}, r"unknown study.early_stopping 'hyperband'"),
+    ({"study": {"paper_reference": "yes"}}, r"paper_reference='yes' must be a bool"),
 ])
 def test_bad_study_configs_fail_with_the_field(bench, tokenizer_dir, change, message):
     with pytest.raises(ConfigError, match=message):

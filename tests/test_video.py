@@ -200,7 +200,8 @@ def test_embedded_video_study_runs_through_frontier_and_reports_video_tasks(tmp_
     score and the report covers them."""
     root = generate_video(tmp_path / "video-data", SyntheticVideoConfig(videos=(12, 4, 4), questions_per_video=1))
     data = load_yaml(CONFIGS / "embedded_video.yaml")
-    data["study"].update(variants=["vlpet-large"], trials_per_variant=1, asha=False)
+    data["study"].update(variants=["vlpet-large"], trials_per_variant=1, early_stopping="none",
+                         paper_reference=False)
     data["run"]["train"]["epochs"] = 1
     data["run"]["data"].update(root=str(root), synthetic=False)
     config = tmp_path / "video.yaml"

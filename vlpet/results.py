@@ -28,6 +28,10 @@ FAILED = "failed"
 SKIPPED = "skipped_budget"  # over the trainable-parameter budget: never trained
 STATUSES = (RUNNING, COMPLETED, PRUNED, FAILED, SKIPPED)
 
+# a study's Tune experiments, the `phase` of their rows: the search, the paper's hand-picked configurations
+# (one per variant, a reference point), the frontier's seed re-runs
+SEARCH, REFERENCE, SEEDS = "search", "reference", "seeds"
+
 TASK_PREFIX = "score_"  # per-task scores: score_<task>
 
 # what every epoch report of the training loop holds (besides the score_<task> keys)

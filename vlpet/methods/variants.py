@@ -56,3 +56,22 @@ def variant(name: str, family: str = "bart", **overrides: Any) -> MethodConfig:
     if name not in table:
         raise unknown("variant", name, table)
     return method_from_dict({**table[name], **overrides})
+
+
+PAPER_D_MODEL = 768  # BART-base and T5-base: the hidden size the paper's module sizes were chosen for
+SIZE_FIELDS = ("rank", "decoder_rank", "gate_rank", "mid_dim")  # sizes that grow with d_model
+# The official scripts' learning rates (image-text): BART PET 1e-3 and full fine-tuning 1e-4; T5 VL-PET 3e-4
+# (the T5 baselines come from the LST paper, whose rates the seed does not give: VL-PET's are used).
+PAPER_LR = {"bart": {"full": 1e-4, "*": 1e-3}, "t5": {"full": 1e-4, "*": 3e-4}}
+
+
+def paper_setting(name: str, family: str, d_model: int) -> dict[str, Any]:
+    """A paper variant's hand-picked hyperparameters for a backbone of hidden size `d_model`: its method
+    fields with the sizes scaled by d_model / 768 (a rank to a multiple of N_h), and the paper's lr."""
+    fields = {k: v for k, v in VARIANTS[family][name].items() if k != "method"}
+    for key in SIZE_FIELDS:
+        if fields.get(key) is not None:
+            step = fields.get("n_heads", 1) if key == "rank" else 1
+            fields[key] = max(step, round(fields[key] * d_model / PAPER_D_MODEL / step) * step)
+    lrs = PAPER_LR[family]
+    return {**fields, "lr": lrs.get(name, lrs["*"])}
