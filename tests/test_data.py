@@ -204,3 +204,27 @@ def test_score_scale_weights_the_average_only():
     scores = {"vqa": 60.0, "gqa": 40.0, "nlvr": 50.0, "caption": 700.0}
     assert DataConfig().average(scores) == pytest.approx(212.5)
     assert DataConfig(score_scale={"caption": 0.1}).average(scores) == pytest.approx(55.0)
+
+
+def test_synthetic_data_never_replaces_a_directory_it_did_not_write(tmp_path):
+    """data.synthetic with a data.root holding a user's files: refused before any generation, files kept;
+    an empty directory or an older benchmark (its stamp) is (re)generated."""
+    from vlpet.data.dataset import DataConfig
+    from vlpet.data.synthetic import STAMP, ensure_generated
+
+    real = tmp_path / "real"
+    (real / "notes").mkdir(parents=True)
+    (real / "notes" / "a.txt").write_text("keep")
+    with pytest.raises(ConfigError, match=r"data.root=.*real.* holds files the synthetic benchmark generator did not"):
+        DataConfig(root=str(real), synthetic=True)
+    with pytest.raises(ConfigError, match="set synthetic: false"):
+        ensure_generated(real, SyntheticConfig(), lambda d, c: d, 1)
+    assert (real / "notes" / "a.txt").read_text() == "keep"
+    assert DataConfig(root=str(real), synthetic=False).root == str(real)  # read as real data: allowed
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    DataConfig(root=str(empty), synthetic=True)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / STAMP).write_text('{"version": 0}')
+    DataConfig(root=str(old), synthetic=True)

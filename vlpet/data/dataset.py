@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from vlpet.config_base import Config, bounded
 from vlpet.data.features import H5FeatureStore, NpzFrameStore
-from vlpet.data.synthetic import SyntheticConfig, ensure_benchmark
+from vlpet.data.synthetic import SyntheticConfig, check_generator_owns, ensure_benchmark
 from vlpet.data.synthetic_video import SyntheticVideoConfig, ensure_video_benchmark
 from vlpet.data.tasks import TASKS, Example, Split, TaskSpec, get_task, load_examples
 from vlpet.errors import ConfigError, unknown
@@ -75,6 +75,8 @@ class DataConfig(Config):
         if self.synthetic and len(formats) > 1:
             raise ConfigError(f"data.tasks={list(self.tasks)} mixes image and video tasks, but data.synthetic generates "
                               "one benchmark per data.root; run image and video tasks with separate roots")
+        if self.synthetic:
+            check_generator_owns(self.root)
         for name, factor in self.score_scale.items():
             if name not in TASKS:  # a task this run does not train is allowed: configs set scales for a family
                 raise unknown("data.score_scale task", name, TASKS)

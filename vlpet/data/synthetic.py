@@ -24,6 +24,7 @@ import numpy as np
 
 from vlpet.data.features import write_h5_features
 from vlpet.data.tasks import COCO_FEATS, GQA_FEATS, NLVR_FEATS, VG_FEATS
+from vlpet.errors import ConfigError
 
 COLORS = ("red", "blue", "green", "yellow", "purple", "orange")
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -281,16 +282,27 @@ def ensure_generated(root: str | Path, cfg: Any, generator: Callable[[Path, Any]
     root = Path(root)
     if _current(root, cfg, version):
         return root
+    check_generator_owns(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     generator(tmp, cfg)
     if root.exists() and not _current(root, cfg, version):
-        shutil.rmtree(root, ignore_errors=True)  # an older or different benchmark
+        shutil.rmtree(root, ignore_errors=True)  # an older or different benchmark (or an empty directory)
     try:
         tmp.rename(root)
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def check_generator_owns(root: str | Path) -> None:
+    """`root` may be (re)generated: it is new, empty, or a benchmark this generator wrote (its stamp).
+    Never anything else, so a data.root that points at a user's files is refused, not replaced."""
+    root = Path(root)
+    if root.exists() and not (root / STAMP).is_file() and (not root.is_dir() or any(root.iterdir())):
+        raise ConfigError(f"data.root={str(root)!r} holds files the synthetic benchmark generator did not write (no "
+                          f"{STAMP}); with data.synthetic: true it generates into data.root: point data.root at a new "
+                          "or empty directory, or set synthetic: false to read that directory as real data")
 
 
 def write_stamp(root: Path, cfg: Any, version: int) -> None:
