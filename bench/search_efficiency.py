@@ -46,9 +46,9 @@ from vlpet.results import REPORT_COLUMNS, final_rows, task_columns, trial_run
 VARIANTS = ("vlpet-small", "vlpet-middlex", "vlpet-middley", "vlpet-large")
 GRID = {"rank": (8, 16, 32), "lr": (5e-3, 1e-2)}  # the embedded space's ranks (paper: 96 on d = 768) and lrs
 FIXED = {"n_heads": 4, "decoder_rank": 16, "scale": 1.0}  # the paper's N_h and s; the embedded default r_dec
-# arm -> (study.sampler, study.early_stopping)
-ARMS = {"default": ("auto", "pareto"), "tpe+asha": ("tpe", "asha"), "random": ("random", "none"),
-        "random+pareto": ("random", "pareto")}
+# arm -> (study.sampler, study.early_stopping, study.grace_period or None for the study's default)
+ARMS = {"default": ("auto", "pareto", None), "tpe+asha": ("tpe", "asha", 1), "random": ("random", "none", None),
+        "random+pareto": ("random", "pareto", None), "default, grace 1": ("auto", "pareto", 1)}
 EPOCH_S = 0.3  # replayed epochs take equal time, so concurrent trials interleave as real ones do
 
 
@@ -103,7 +103,7 @@ def replay(config: dict[str, Any], grid: dict[tuple[str, int, float], list[dict[
         tune.report(dict(report))
 
 
-def run_arm(data: dict[str, Any], sampler: str, early_stopping: str, seed: int, trials: int, grid: dict,
+def run_arm(data: dict[str, Any], arm: tuple[str, str, int | None], seed: int, trials: int, grid: dict,
             root: Path) -> pd.DataFrame:
     """One search (every variant, `trials` trials each) with replayed trials; its results table."""
     from ray import tune
@@ -112,9 +112,11 @@ def run_arm(data: dict[str, Any], sampler: str, early_stopping: str, seed: int, 
     from studies.study import Study
     from studies.study_config import study_from_dict
 
+    sampler, early_stopping, grace = arm
     data = {**data, "study": {**data["study"], "sampler": sampler, "early_stopping": early_stopping,
                               "sampler_seed": seed, "trials_per_variant": trials,
-                              "name": f"{sampler}-{early_stopping}-{seed}"}}
+                              **({"grace_period": grace} if grace else {}),
+                              "name": f"{sampler}-{early_stopping}-{grace}-{seed}"}}
     cfg = study_from_dict(data)
     study_dir = root / cfg.settings.name
     study_dir.mkdir()
@@ -183,10 +185,10 @@ def main() -> int:
         rows = [{"arm": "grid", "seed": "-", "trials": len(done), "epochs": grid_epochs, "hv_box": grid_hv[box],
                  "hv_default": grid_hv[DEFAULT_REFERENCE]}]
         with tempfile.TemporaryDirectory(prefix="vlpet-search-eff-") as tmp:
-            for arm, (sampler, early_stopping) in ARMS.items():
+            for arm, spec in ARMS.items():
                 curves[arm] = []
                 for seed in range(args.seeds):
-                    t = run_arm(data, sampler, early_stopping, seed, args.trials, grid, Path(tmp))
+                    t = run_arm(data, spec, seed, args.trials, grid, Path(tmp))
                     fin = final_rows(t)
                     full = fin[fin["full_fidelity"]]
                     curves[arm].append(curve(t, box))

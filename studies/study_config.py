@@ -20,6 +20,7 @@ import torch
 
 from studies.search_space import DESIGNS, LR, METHOD, Dist, sample, space_for
 from vlpet.config_base import Config, bounded
+from vlpet.data.tasks import get_task
 from vlpet.errors import ConfigError, build_dataclass, closest, unknown
 from vlpet.methods import MethodConfig
 from vlpet.methods.variants import VARIANTS, design_name, paper_setting, variant
@@ -78,7 +79,7 @@ class StudySettings(Config):
     max_params: int | None = bounded(None, ge=1)
     seeds: int = bounded(1, ge=1)
     early_stopping: str = "pareto"
-    grace_period: int = bounded(1, ge=1)
+    grace_period: int = bounded(2, ge=1)  # bench/search_efficiency.py: rung 1 cut the best run (RESULTS.md)
     reduction_factor: int = bounded(2, ge=2)
     max_trials: int | None = bounded(None, ge=1)
     time_budget_s: float | None = bounded(None, gt=0)
@@ -151,7 +152,8 @@ class StudyConfig:
     def paper_trials(self) -> list[TrialRun]:
         """Each studied paper variant's hand-picked configuration (`paper_setting`: the seed's hyperparameters,
         sizes scaled to this backbone, the paper's lr); `designs` has none."""
-        return [self.describe_trial(v, paper_setting(v, self.family, self.d_model))
+        video = all(get_task(t).feature_format == "npz" for t in self.run.data.tasks)
+        return [self.describe_trial(v, paper_setting(v, self.family, self.d_model, video))
                 for v in self.settings.variants if v != DESIGNS]
 
     def first_spec(self, variant_name: str) -> RunSpec:

@@ -257,6 +257,7 @@ def test_paper_settings_scale_sizes_to_the_backbone():
     assert paper_setting("vlpet-small", "t5", 768)["rank"] == 192 and paper_setting("full", "t5", 768) == {"lr": 1e-4}
     assert paper_setting("vlpet-large", "bart", 20)["rank"] == 4  # never below N_h, a multiple of it
     assert paper_setting("lora", "bart", 128) == {"rank": 21, "alpha": 32.0, "lr": 1e-3}
+    assert paper_setting("vlpet-large", "bart", 768, video=True)["lr"] == 7e-4
 
 
 @pytest.mark.parametrize("change, message", [

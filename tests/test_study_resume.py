@@ -25,7 +25,8 @@ def _run_frontier(config: Path, study_dir: Path, *extra: str) -> subprocess.Pope
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TRAIN_V2_ENABLED": "1"}
     return subprocess.Popen([sys.executable, str(ROOT / "studies" / "frontier.py"), "--config", str(config),
                              "--study-dir", str(study_dir), "--num-cpus", "3", "--no-report", *extra],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, start_new_session=True, stderr=subprocess.STDOUT,
+                            stdout=open(study_dir.parent / f"driver{len(extra)}.log", "w"))  # kept for a failure
 
 
 @pytest.mark.slow
