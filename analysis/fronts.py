@@ -109,9 +109,9 @@ def _warnings(trials: pd.DataFrame, score_col: str, params_col: str) -> list[str
     """What the frontier leaves out: no usable trials, failures, NaN values, variants without a result."""
     full, status = trials[trials["full_fidelity"]], trials["status"]
     failed = trials[status == "failed"]
-    first_error = ""
-    if "error" in trials and failed["error"].notna().any():
-        first_error = f": {str(failed['error'].dropna().iloc[0]).strip().splitlines()[-1]}"
+    errors = failed["error"].dropna().astype(str).str.strip() if "error" in trials else pd.Series(dtype=str)
+    errors = errors[errors != ""]
+    first_error = f": {errors.iloc[0].splitlines()[-1]}" if len(errors) else ""
     out = []
     if full.empty:
         others = ", ".join(f"{n} {s}" for s, n in status[status != "failed"].value_counts().items())

@@ -48,6 +48,8 @@ def _write(study_dir: Path, backbone: str | None, png: bool) -> tuple[Path, Fron
     result = frontier(results)
     history = hypervolume_history(results)
     out = study_dir / "report"
+    if out.exists() and not out.is_dir():
+        raise AnalysisError(f"{out} is a file, not the report directory; move it away and run again")
     out.mkdir(exist_ok=True)
     figures = {
         out / "frontier": frontier_figure(result),

@@ -98,6 +98,7 @@ def validate_cluster_yaml(path: str | Path) -> dict[str, Any]:
     _check_node_types(config, path)
     for parts, image in _launcher_images(config):
         _check_image(path, parts, image)
+    _check_head_binding(config, path)
     if config["provider"]["type"] == "aws":
         _check_aws_security(config, path)
     elif config["provider"]["type"] == "gcp":
@@ -220,12 +221,10 @@ def _check_aws_security(config: Mapping[str, Any], path: str | Path) -> None:
         )
     for i, rule in enumerate((group or {}).get("IpPermissions", [])):
         base: Parts = ("provider", "security_group", "IpPermissions", i)
-        exposed = _rule_ports(rule)
-        if not exposed:
-            continue
+        exposed, ports = _rule_ports(rule)
         for ranges, key in (("IpRanges", "CidrIp"), ("Ipv6Ranges", "CidrIpv6")):
             for j, entry in enumerate(rule.get(ranges, [])):
-                if _is_whole_internet(entry.get(key)):
+                if ports and _too_open(entry.get(key), ssh_only=ports == {22}):
                     raise _error(
                         path,
                         (*base, ranges, j),
@@ -234,27 +233,50 @@ def _check_aws_security(config: Mapping[str, Any], path: str | Path) -> None:
                     )
 
 
-def _rule_ports(rule: Mapping[str, Any]) -> str:
-    """Describe the sensitive ports an ingress rule covers ('' when none)."""
+def _rule_ports(rule: Mapping[str, Any]) -> tuple[str, set[int]]:
+    """The sensitive ports an ingress rule covers: a description and the port numbers (none: '', {})."""
     protocol = str(rule.get("IpProtocol", "")).lower()
     if protocol in ("-1", "all"):
-        return "all ports"
+        return "all ports", set(SENSITIVE_PORTS)
     if protocol not in ("tcp", "6"):  # Ray and SSH are TCP only
-        return ""
+        return "", set()
     low, high = rule.get("FromPort", -1), rule.get("ToPort", -1)
     if low == -1 and high == -1:
-        return "all TCP ports"
-    covered = [f"{port} ({what})" for port, what in SENSITIVE_PORTS.items() if low <= port <= high]
+        return "all TCP ports", set(SENSITIVE_PORTS)
+    covered = {port: what for port, what in SENSITIVE_PORTS.items() if low <= port <= high}
     if not covered:
-        return ""
-    return ("port " if len(covered) == 1 else "ports ") + ", ".join(covered)
+        return "", set()
+    text = ", ".join(f"{port} ({what})" for port, what in covered.items())
+    return ("port " if len(covered) == 1 else "ports ") + text, set(covered)
 
 
-def _is_whole_internet(cidr: object) -> bool:
+# The widest public range SSH may be open to: an admin's network, not a share of the internet.
+SSH_MIN_PREFIX = {4: 16, 6: 48}
+
+
+def _too_open(cidr: object, ssh_only: bool) -> bool:
+    """Whether an ingress range reaches beyond what may see the ports: Ray's ports only private ranges
+    (a public range of any size, 0.0.0.0/1 as much as 0.0.0.0/0, is refused), SSH a public range no
+    wider than SSH_MIN_PREFIX."""
     try:
-        return ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0
+        net = ipaddress.ip_network(str(cidr), strict=False)
     except ValueError:
         return False
+    if net.is_private:
+        return False
+    return not ssh_only or net.prefixlen < SSH_MIN_PREFIX[net.version]
+
+
+_ALL_INTERFACES = re.compile(r"--dashboard-host[= ]+['\"]?(0\.0\.0\.0|::)\b")
+
+
+def _check_head_binding(config: Mapping[str, Any], path: str | Path) -> None:
+    """The head's dashboard (and job API) stays on loopback: `ray dashboard <cluster yaml>` tunnels to it."""
+    for i, command in enumerate(config.get("head_start_ray_commands") or []):
+        if _ALL_INTERFACES.search(str(command)):
+            raise _error(path, ("head_start_ray_commands", i),
+                         "binds the dashboard and job API (unauthenticated; they run code) to every interface; use "
+                         "--dashboard-host=127.0.0.1 and reach it with `ray dashboard <cluster yaml>`")
 
 
 def _check_gcp_network(config: Mapping[str, Any], path: str | Path) -> None:
@@ -283,15 +305,17 @@ def validate_kuberay_manifest(path: str | Path) -> list[dict[str, Any]]:
     the installed Ray version, and RayJobs that tear their cluster down.
     """
     docs = _load_documents(path)
+    if not all(isinstance(doc, Mapping) for doc in docs):
+        raise _error(path, (), "every YAML document must be a Kubernetes object mapping")
+    policies = [doc for doc in docs if doc.get("kind") == "NetworkPolicy"]
     ray_docs = 0
     for doc in docs:
-        if not isinstance(doc, Mapping):
-            raise _error(path, (), "every YAML document must be a Kubernetes object mapping")
         kind, api = doc.get("kind"), str(doc.get("apiVersion", ""))
         where = f"{path} ({kind}/{(doc.get('metadata') or {}).get('name', '?')})"
         if kind in _RAY_KINDS or api.startswith("ray.io/"):
             ray_docs += 1
             _check_ray_object(doc, where)
+            _check_head_isolated(doc, policies, where)
         elif kind == "Service" and (doc.get("spec") or {}).get("type") in _EXPOSED_SERVICE_TYPES:
             raise _error(where, ("spec", "type"), "exposes Ray outside the cluster; use ClusterIP + port-forward")
     if not ray_docs:
@@ -319,6 +343,34 @@ def _check_ray_object(doc: Mapping[str, Any], where: str) -> None:
     if not isinstance(cluster_spec, Mapping):
         raise _error(where, ("spec", "rayClusterSpec"), "missing cluster spec")
     _check_cluster_spec(cluster_spec, ("spec", "rayClusterSpec"), where)
+
+
+def _check_head_isolated(doc: Mapping[str, Any], policies: list[Mapping[str, Any]], where: str) -> None:
+    """A head whose dashboard listens on every pod interface (KubeRay's default) needs a NetworkPolicy in
+    the manifest that selects its pods and admits only selected pods (no ipBlock, no whole namespaces)."""
+    base: Parts = ("spec", "headGroupSpec") if doc["kind"] == "RayCluster" else ("spec", "rayClusterSpec", "headGroupSpec")
+    head = doc
+    for key in base:
+        head = head[key]
+    host = str((head.get("rayStartParams") or {}).get("dashboard-host", "0.0.0.0"))
+    if host in ("127.0.0.1", "localhost"):
+        return
+    labels = ((head.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    for policy in policies:
+        spec = policy.get("spec") or {}
+        selector = (spec.get("podSelector") or {}).get("matchLabels") or {}
+        if not selector or any(labels.get(k) != v for k, v in selector.items()):
+            continue
+        if "Ingress" not in (spec.get("policyTypes") or ["Ingress"]):
+            continue
+        peers = [peer for rule in spec.get("ingress") or [] for peer in (rule.get("from") or [None])]
+        if all(isinstance(peer, Mapping) and "ipBlock" not in peer and (peer.get("podSelector") or {}).get("matchLabels")
+               for peer in peers):
+            return
+    raise _error(where, (*base, "rayStartParams", "dashboard-host"),
+                 f"{host!r} exposes the head's dashboard, job API and GCS to every pod; add a NetworkPolicy that "
+                 "selects the head's pod labels (template.metadata.labels) and admits only the Ray pods, as "
+                 "cluster/kuberay/raycluster.yaml does")
 
 
 def _check_cluster_spec(spec: Mapping[str, Any], base: Parts, where: str) -> None:

@@ -15,7 +15,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from studies.ray_cluster import check_address, connect, loopback_local_cluster, storage_uri
 from vlpet.errors import entry_point
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return int(text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -24,8 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, help="study config YAML (default: studies/configs/embedded.yaml)")
     p.add_argument("--address", help="existing Ray cluster: host:port, 'auto' or ray://; default: a local one")
     p.add_argument("--study-dir", type=Path, help="where the study lives (default: runs/studies/<name>)")
-    p.add_argument("--storage-path", help="Tune/Train storage (default: <study-dir>/ray; s3:// or gs:// on clusters)")
-    p.add_argument("--resume", action="store_true", help="continue the study in --study-dir")
+    p.add_argument("--storage-path", type=storage_uri, help="Tune/Train storage (default: <study-dir>/ray; s3:// or gs:// on clusters)")
+    p.add_argument("--resume", action="store_true", help="continue the study in --study-dir, with the config in "
+                                                           "its study.json")
     p.add_argument("--name", help="study name (study.name)")
     p.add_argument("--variants", help="comma-separated variants (study.variants); designs: module x gate x LW")
     p.add_argument("--trials", type=int, help="trials per variant (study.trials_per_variant)")
@@ -33,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, help="seeds per frontier point (study.seeds; the paper uses 3)")
     p.add_argument("--seed", type=int, help="base seed: every trial's run.train.seed and the Optuna sampler's seed "
                                             "(study.sampler_seed); another value gives an independent second run")
-    p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray cluster")
+    p.add_argument("--num-cpus", type=positive_int, help="logical CPUs of the local Ray cluster")
     p.add_argument("--no-report", action="store_true", help="skip the frontier report at the end")
     return p.parse_args(argv)
 
@@ -43,35 +52,77 @@ def load_config(args: argparse.Namespace):
     from studies.study_config import DEFAULT_CONFIG, study_from_dict
     from vlpet.train.config import load_yaml
 
-    data = load_yaml(args.config or DEFAULT_CONFIG)
+    return study_from_dict(with_overrides(load_yaml(args.config or DEFAULT_CONFIG), args))
+
+
+def resumed_config(args: argparse.Namespace, study_dir: Path):
+    """A resumed study's config: the one in its study.json. A --config or flag that would change it is an
+    error (a study keeps its config; a changed one is another study)."""
+    from studies import study_dir as study_dirs
+    from studies.study_config import study_from_dict
+    from vlpet.errors import ConfigError
+
+    recorded = study_from_dict(study_dirs.recorded_config(study_dirs.recorded(study_dir)))
+    given = load_config(args) if args.config else study_from_dict(with_overrides(recorded.to_dict(), args))
+    diff = study_dirs.first_difference(recorded.to_dict(), given.to_dict())
+    if diff:
+        key, old, new = diff
+        raise ConfigError(f"--resume: {key} is {old!r} in {study_dir / study_dirs.STUDY_JSON} but {new!r} in the "
+                          f"given config/flags; a resumed study keeps its config: drop the change, or start a new "
+                          f"study (--name)")
+    return recorded
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    """The study settings the flags set (None: not given)."""
+    return {"name": args.name, "trials_per_variant": args.trials, "max_params": args.max_params,
+            "seeds": args.seeds, "variants": args.variants.split(",") if args.variants is not None else None}
+
+
+def with_overrides(data: dict, args: argparse.Namespace) -> dict:
+    """A study config's plain dicts with the command-line flags applied."""
     study = dict(data.get("study") or {})
-    overrides = {"name": args.name, "trials_per_variant": args.trials, "max_params": args.max_params,
-                 "seeds": args.seeds, "variants": args.variants.split(",") if args.variants else None}
-    study.update({k: v for k, v in overrides.items() if v is not None})
+    study.update({k: v for k, v in overrides(args).items() if v is not None})
     run = dict(data.get("run") or {})
     train = run.get("train") or {}
     if args.seed is not None and isinstance(train, dict):  # a malformed train section is reported by validation
         study["sampler_seed"] = args.seed
         run["train"] = {**train, "seed": args.seed}
-    return study_from_dict({**data, "study": study, "run": run})
+    return {**data, "study": study, "run": run}
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     """Validate everything, connect to Ray, run the study, write the report."""
     args = parse_args(argv)
-    cfg = load_config(args)
-    study_dir = args.study_dir or Path("runs/studies") / cfg.settings.name
-    from studies.ray_cluster import check_address, connect
-    from studies.study import check_study_dir, run_study
+    if not args.address:
+        loopback_local_cluster()  # before anything imports ray
+    if args.resume:
+        study_dir = args.study_dir or Path("runs/studies") / load_config(args).settings.name
+        cfg = resumed_config(args, study_dir)
+    else:
+        cfg = load_config(args)
+        study_dir = args.study_dir or Path("runs/studies") / cfg.settings.name
+    from studies.interrupts import StudyInterrupted
+    from studies.results_table import RESULTS
+    from studies.study import run_study
+    from studies.study_dir import check_study_dir
 
-    check_study_dir(study_dir.resolve(), args.resume)
+    check_study_dir(study_dir.resolve(), args.resume, (study_dir / RESULTS).is_file())
     if args.address:
         check_address(args.address)
     print(f"study {cfg.settings.name}: variants {', '.join(cfg.settings.variants)}; "
           f"{cfg.settings.trials_per_variant} trials each; dir {study_dir}", flush=True)
+    from vlpet.data.dataset import check_data
+
+    print(check_data(cfg.run.data, cfg.run.backbone.feat_dim, args.address), flush=True)
     connect(args.address, args.num_cpus)
-    run_study(cfg, study_dir, args.storage_path, args.resume)
+    try:
+        run_study(cfg, study_dir, args.storage_path, args.resume)
+    except StudyInterrupted as stop:
+        print(f"study interrupted ({stop}): every finished epoch is in {study_dir / RESULTS}; no report written.\n"
+              f"resume with: python studies/frontier.py --resume --study-dir {study_dir}", file=sys.stderr)
+        return stop.exit_code
     if not args.no_report:
         from analysis.report import write_report
 

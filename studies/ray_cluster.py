@@ -1,14 +1,36 @@
-"""Connect to Ray: a local cluster by default, an existing one with `--address`, failing fast and clearly."""
+"""Connect to Ray: a local cluster by default, an existing one with `--address`, failing fast and clearly.
+
+A local cluster listens on loopback only: Ray binds its servers (GCS, raylet, workers, agents) to
+127.0.0.1 only when that is the node's address, and on Linux it replaces a 127.0.0.1 node address by the
+machine's own unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is 0 (the setting that keeps Windows and macOS
+on loopback). Ray reads it once, when first imported: `loopback_local_cluster()` must come first.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
+from pathlib import Path
 from typing import Any
 
-import ray
-
 from vlpet.errors import ConfigError
+
+LOOPBACK = "127.0.0.1"
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def storage_uri(text: str) -> str:
+    """A storage location for Tune and Train (an argparse type): a URI (s3://, gs://) as given, a local
+    path made absolute (pyarrow's filesystem takes no relative one)."""
+    return text if "://" in text else str(Path(text).expanduser().resolve())
+
+
+def loopback_local_cluster() -> None:
+    """Make the local cluster that `connect()` will start listen on 127.0.0.1 only. Call it before
+    anything imports ray, and never for a driver joining a cluster (its node address must be the
+    machine's)."""
+    os.environ.setdefault(LOOPBACK_ENV, "0")
 
 
 def check_address(address: str, timeout_s: float = 3.0) -> None:
@@ -39,6 +61,10 @@ def connect(address: str | None = None, num_cpus: int | None = None, **init_kwar
     the workers of trials that ASHA stops) queries the state API, and without an address it gives up
     whenever a second Ray instance runs on the machine.
     """
+    if not address:
+        loopback_local_cluster()  # in effect when this is the first import of ray
+    import ray
+
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -54,8 +80,12 @@ def connect(address: str | None = None, num_cpus: int | None = None, **init_kwar
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # read by the local head when it starts
     try:
         # The dashboard's state API must run (see above); it and the cluster listen on loopback only.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 _node_ip_address="127.0.0.1", runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{port}"}},
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=LOOPBACK,
+                 _node_ip_address=LOOPBACK, runtime_env={"env_vars": {"RAY_ADDRESS": f"{LOOPBACK}:{port}"}},
                  **init_kwargs)
     finally:
         del os.environ["RAY_GCS_SERVER_PORT"]
+    node = ray.util.get_node_ip_address()
+    if node != LOOPBACK:
+        print(f"warning: the local Ray cluster listens on {node}, not only on loopback: ray was imported before "
+              f"studies.ray_cluster.loopback_local_cluster() (or {LOOPBACK_ENV} is set)", file=sys.stderr)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from ray import tune
 
 from vlpet.results import (
@@ -25,6 +27,15 @@ from vlpet.results import (
 )
 
 RESULTS = "results.parquet"
+STUDY_ID_KEY = b"vlpet.study_id"  # Parquet metadata: the study (study.json's id) the table belongs to
+
+
+def results_study_id(path: Path) -> str | None:
+    """The id of the study a results table belongs to (None: no table, or one written without an id)."""
+    if not path.is_file():
+        return None
+    value = (pq.read_schema(path).metadata or {}).get(STUDY_ID_KEY)
+    return value.decode() if value else None
 
 
 class ResultsTable(tune.Callback):
@@ -36,9 +47,10 @@ class ResultsTable(tune.Callback):
     unpickles when a study is restored writes to the same table instead of an outdated one.
     """
 
-    def __init__(self, study_dir: Path, phase: str, devices_per_trial: float, log: bool = True):
+    def __init__(self, study_dir: Path, phase: str, devices_per_trial: float, log: bool = True,
+                 study_id: str | None = None):
         self.path = study_dir / RESULTS
-        self.phase, self.devices_per_trial, self.log = phase, devices_per_trial, log
+        self.phase, self.devices_per_trial, self.log, self.study_id = phase, devices_per_trial, log, study_id
 
     def _rows(self) -> dict[tuple[str, int], dict[str, Any]]:
         if not self.path.is_file():
@@ -100,7 +112,10 @@ class ResultsTable(tune.Callback):
 
     def _write(self, rows: dict[tuple[str, int], dict[str, Any]]) -> None:
         tmp = self.path.with_suffix(".parquet.tmp")
-        pd.DataFrame(list(rows.values())).to_parquet(tmp, index=False)
+        table = pa.Table.from_pandas(pd.DataFrame(list(rows.values())), preserve_index=False)
+        if self.study_id:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), STUDY_ID_KEY: self.study_id})
+        pq.write_table(table, tmp)
         os.replace(tmp, self.path)
 
     def device_hours(self) -> float:

@@ -18,6 +18,7 @@ YAML forms: `{choice: [8, 16, 32]}`, `{uniform: [0.3, 1.0]}`, `{loguniform: [1e-
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,8 +109,9 @@ def parse_dist(value: Any, where: str) -> Dist:
         return Choice(tuple(args))
     if kind not in ("uniform", "loguniform", "int", "intlog"):
         raise ConfigError(f"{where}: unknown distribution {kind!r}{closest(kind, ('choice', 'uniform', 'loguniform', 'int', 'intlog'))}")
-    if not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)):
-        raise ConfigError(f"{where}.{kind} must be [low, high]")
+    if not (isinstance(args, list) and len(args) == 2
+            and all(isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) for a in args)):
+        raise ConfigError(f"{where}.{kind} must be [low, high], two finite numbers")
     low, high = args
     if not low < high:
         raise ConfigError(f"{where}.{kind}=[{low}, {high}] is empty or inverted; need low < high")
@@ -145,16 +147,25 @@ def space_for(method: str, overrides: dict[str, Any] | None, d_model: int) -> di
     if modules is not None and bad:
         raise ConfigError(f"search.{method}.{METHOD}: {', '.join(map(str, bad))} has no gate or lightweight design; "
                           f"choose from {', '.join(DESIGN_MODULES)}")
+    for key in (*RANK_FIELDS, "n_heads"):  # sizes: positive integers, every one of them
+        dist = space.get(key)
+        bad = [v for v in dist.values if not _positive_int(v)] if isinstance(dist, Choice) else []
+        if bad:
+            raise ConfigError(f"search.{method}.{key}: {', '.join(map(repr, bad))} is not a positive integer")
     for key in RANK_FIELDS:
         dist = space.get(key)
         if isinstance(dist, Choice):
-            kept = tuple(v for v in dist.values if isinstance(v, int) and 0 < v <= d_model)
+            kept = tuple(v for v in dist.values if v <= d_model)
             if not kept:
                 raise ConfigError(f"search.{method}.{key}: no value in {list(dist.values)} is in 1..d_model={d_model}")
             space[key] = Choice(kept)
         elif isinstance(dist, (IntRange, FloatRange)) and (dist.low < 1 or dist.high > d_model):
             raise ConfigError(f"search.{method}.{key}: range [{dist.low}, {dist.high}] must lie in 1..d_model={d_model}")
     return space
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def sample(space: dict[str, Dist], trial: Any) -> dict[str, Any]:
@@ -172,7 +183,7 @@ def sample(space: dict[str, Dist], trial: Any) -> dict[str, Any]:
         heads = space["n_heads"]
         rank = params.get("rank", 96)
         candidates = heads.values if isinstance(heads, Choice) else tuple(range(heads.low, heads.high + 1))
-        divisors = tuple(h for h in candidates if isinstance(h, int) and h > 0 and rank % h == 0) or (1,)
+        divisors = tuple(h for h in candidates if h > 0 and rank % h == 0) or (1,)
         params["n_heads"] = Choice(divisors).sample(trial, f"n_heads|rank={rank}")
     return params
 

@@ -16,7 +16,6 @@ directory, so a killed driver resumes (`--resume`) with every finished result ke
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,14 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from analysis.pareto import pareto_front
-from studies.results_table import RESULTS, ResultsTable
+from studies import study_dir as study_dirs
+from studies.interrupts import GracefulStop
+from studies.results_table import RESULTS, ResultsTable, results_study_id
 from studies.schedulers import study_scheduler
 from studies.searcher import sampler_for_budget, study_searcher, trials_per_variant
 from studies.stopper import DeviceHoursStopper
 from studies.study_config import StudyConfig
 from studies.trial import run_trial
-from vlpet.errors import ConfigError
 from vlpet.results import REFERENCE, RUN, SEARCH, SEEDS, TrialRun, final_rows
 from vlpet.train.ray_trainer import check_resources
 
@@ -40,24 +40,6 @@ from vlpet.train.ray_trainer import check_resources
 def trial_dirname(trial: Any) -> str:
     """Short trial directories (Tune's default name embeds every parameter)."""
     return f"trial_{trial.trial_id}"
-
-
-def check_study_dir(study_dir: Path, resume: bool, min_free_mb: int = 200) -> None:
-    """The study directory must be new (or resumed), writable, and on a disk with room."""
-    if resume and not (study_dir / "study.json").is_file():
-        raise ConfigError(f"--resume: {study_dir} holds no study (no study.json); run without --resume to start it")
-    if not resume and (study_dir / RESULTS).is_file():
-        raise ConfigError(f"{study_dir} already holds a study; pass --resume to continue it or choose another --name")
-    try:
-        study_dir.mkdir(parents=True, exist_ok=True)
-        probe = study_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"study directory {study_dir} is not writable ({err.strerror}); choose --study-dir") from None
-    free_mb = shutil.disk_usage(study_dir).free / 2**20
-    if free_mb < min_free_mb:
-        raise ConfigError(f"study directory {study_dir}: only {free_mb:.0f} MB free, need >= {min_free_mb} MB")
 
 
 def study_trainable(cfg: StudyConfig, storage_path: str) -> Any:
@@ -95,18 +77,27 @@ class Study:
         self.cfg, self.dir, self.resume = cfg, Path(study_dir).resolve(), resume
         self.storage_path = storage_path or str(self.dir / "ray")
         self.trainable = trainable or study_trainable(cfg, self.storage_path)
+        study_dirs.check_study_dir(self.dir, resume, (self.dir / RESULTS).is_file())
+        self.record = (study_dirs.recorded(self.dir) if resume else
+                       study_dirs.describe(cfg.to_dict(), f"{cfg.family}-base", self.dir))
         t = cfg.run.train
-        self.table = ResultsTable(self.dir, SEARCH, t.num_workers * max(t.gpus_per_worker, 1.0), log=log)
+        self.table = ResultsTable(self.dir, SEARCH, t.num_workers * max(t.gpus_per_worker, 1.0), log=log,
+                                  study_id=self.record.get("study_id") or results_study_id(self.dir / RESULTS))
         self.stopper = DeviceHoursStopper(self.table, cfg.settings.gpu_hours)
+        self.stop = GracefulStop()
 
     def run(self) -> pd.DataFrame:
-        """Check the directory and the cluster, search every variant, re-run the front with extra seeds,
-        and return the results table (also written as results.csv)."""
-        s = self.cfg.settings
-        check_study_dir(self.dir, self.resume)
+        """Check the cluster, search every variant, train the paper's configurations, re-run the front with
+        extra seeds, and return the results table (also written as results.csv). A first SIGINT or SIGTERM
+        ends it after the running experiment is saved, with `StudyInterrupted` (studies.interrupts)."""
         check_resources(self.cfg.run.train)
-        (self.dir / "study.json").write_text(json.dumps({**self.cfg.to_dict(), "backbone": f"{self.cfg.family}-base"},
-                                                        indent=2))
+        if not self.resume:
+            study_dirs.write(self.dir, self.record)
+        with self.stop:
+            return self._phases()
+
+    def _phases(self) -> pd.DataFrame:
+        s = self.cfg.settings
         start = time.perf_counter()
         trials = trials_per_variant(s)
         print(f"== search: {', '.join(f'{v} {n}' for v, n in trials.items())} trials (Optuna "
@@ -182,6 +173,7 @@ class Study:
 
     def _fit(self, name: str, tune_config: tune.TuneConfig, param_space: dict | None = None) -> None:
         """Run experiment `name` (its rows are phase `name` of the table), or continue its saved state."""
+        self.stop.check()
         self.table.phase = name
         if self.restoring(name):
             tuner = tune.Tuner.restore(self._experiment_path(name), trainable=self.trainable, resume_unfinished=True,
@@ -193,6 +185,7 @@ class Study:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2))  # an in-process trial's: the 2 latest epochs
             tuner = tune.Tuner(self.trainable, tune_config=tune_config, param_space=param_space, run_config=run_config)
         tuner.fit()
+        self.stop.check()
 
 
 def run_study(cfg: StudyConfig, study_dir: Path, storage_path: str | None = None, resume: bool = False) -> pd.DataFrame:

@@ -12,13 +12,14 @@ YAML layout (see studies/configs/*.yaml):
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from studies.search_space import DESIGNS, LR, METHOD, Dist, sample, space_for
+from studies.search_space import DESIGNS, LR, METHOD, Choice, Dist, sample, space_for
 from vlpet.config_base import Config, bounded
 from vlpet.data.tasks import get_task
 from vlpet.errors import ConfigError, build_dataclass, closest, unknown
@@ -97,8 +98,8 @@ class StudySettings(Config):
         for name in self.variants:
             if name not in valid:
                 raise unknown("study.variants entry", name, valid)
-        if not self.name or "/" in self.name:
-            raise self.error("name", "must be a non-empty name without '/'")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise self.error("name", "must be a directory name: letters, digits, '.', '_', '-', not starting with '.'")
         if self.sampler not in SAMPLERS:
             raise unknown("study.sampler", self.sampler, SAMPLERS)
         if self.early_stopping not in EARLY_STOPPING:
@@ -156,6 +157,19 @@ class StudyConfig:
         return [self.describe_trial(v, paper_setting(v, self.family, self.d_model, video))
                 for v in self.settings.variants if v != DESIGNS]
 
+    def check_space(self, variant_name: str) -> None:
+        """Every value of every distribution of a variant's space makes a valid run: each choice and both
+        ends of each range in turn, the other parameters at their first value. A bad one is a ConfigError
+        naming search.<method>.<parameter> and the value."""
+        space = self.space(variant_name)
+        method = DESIGNS if variant_name == DESIGNS else VARIANTS[self.family][variant_name]["method"]
+        for key, dist in space.items():
+            for value in dist.values if isinstance(dist, Choice) else (dist.low, dist.high):
+                try:
+                    self.trial_spec(variant_name, sample(space, _FirstValue({key: value})))
+                except ConfigError as err:
+                    raise ConfigError(f"search.{method}.{key}: the value {value!r} makes no valid run ({err})") from None
+
     def first_spec(self, variant_name: str) -> RunSpec:
         """The run of a variant at its default setting (`first_point`), which validation checks eagerly."""
         return self.trial_spec(variant_name, self.first_point(variant_name)[1])
@@ -205,27 +219,29 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
         if not isinstance(overrides, dict):
             raise ConfigError(f"search.{method} must map parameters to distributions")
         space_for(method, overrides, d_model)  # overrides of spaces not studied this time are checked too
-    for name in settings.variants:  # every space parses, fits the model and yields a valid run
-        config.first_spec(name)
+    for name in settings.variants:  # every space parses, fits the model and yields valid runs only
+        config.check_space(name)
     if settings.paper_reference:
         config.paper_trials()
     return config
 
 
 class _FirstValue:
-    """A stand-in Optuna trial that picks the first/lowest value and records it under its Optuna name."""
+    """A stand-in Optuna trial that picks the first/lowest value (or the value `fixed` gives the parameter's
+    Optuna name) and records it under that name."""
 
-    def __init__(self) -> None:
+    def __init__(self, fixed: dict[str, Any] | None = None) -> None:
         self.params: dict[str, Any] = {}
+        self.fixed = fixed or {}
 
     def suggest_categorical(self, name: str, values: list[Any]) -> Any:
-        return self.params.setdefault(name, values[0])
+        return self.params.setdefault(name, self.fixed.get(name, values[0]))
 
     def suggest_float(self, name: str, low: float, high: float, log: bool = False) -> float:
-        return self.params.setdefault(name, low)
+        return self.params.setdefault(name, self.fixed.get(name, low))
 
     def suggest_int(self, name: str, low: int, high: int, log: bool = False) -> int:
-        return self.params.setdefault(name, low)
+        return self.params.setdefault(name, self.fixed.get(name, low))
 
 
 def load_study(path: str | Path | None) -> StudyConfig:

@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from studies.ray_cluster import connect
+from studies.ray_cluster import connect, storage_uri
+from vlpet.data.dataset import check_data
 from vlpet.errors import entry_point
 from vlpet.train.config import RunSpec, load_yaml
 
@@ -26,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="run config YAML")
     parser.add_argument("--address", help="existing Ray cluster (host:port or auto); default: start a local one")
-    parser.add_argument("--storage-path", default="runs/train", help="where checkpoints go (local dir or s3://, gs://)")
+    parser.add_argument("--storage-path", type=storage_uri, default="runs/train", help="where checkpoints go (local dir or s3://, gs://)")
     parser.add_argument("--name", help="run name (default: the config file's stem); same name = resume")
     parser.add_argument("--max-failures", type=int, default=2, help="restarts of a failed worker group")
     return parser.parse_args(argv)
@@ -37,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     """Validate the config, connect to Ray, train, print the final metrics."""
     args = parse_args(argv)
     spec = RunSpec.from_dict(load_yaml(args.config)).with_absolute_paths()
-    storage = args.storage_path if "://" in args.storage_path else str(Path(args.storage_path).resolve())
+    print(check_data(spec.data, spec.backbone.feat_dim, args.address), flush=True)
     connect(args.address)
     from vlpet.train.ray_trainer import fit_run
 
-    result = fit_run(spec, storage, args.name or args.config.stem, max_failures=args.max_failures)
+    result = fit_run(spec, args.storage_path, args.name or args.config.stem, max_failures=args.max_failures)
     metrics = {k: v for k, v in result.metrics.items() if k.startswith(("score", "params", "epoch", "loss"))}
     print("final:", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     print(f"checkpoint: {result.checkpoint.path if result.checkpoint else '-'}")

@@ -6,6 +6,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The tests' local Ray clusters listen on loopback only (studies.ray_cluster); set before ray is imported.
+# Multi-node test clusters (tests/ray_nodes.py) and drivers joining them drop it: Ray needs the machine's address.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from pathlib import Path
 

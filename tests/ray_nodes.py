@@ -18,6 +18,12 @@ NODE_ARGS = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--memory=2000000000
              "--object-store-memory=200000000", "--disable-usage-stats"]
 
 
+def without_loopback(env: dict[str, str]) -> dict[str, str]:
+    """`env` without the loopback-only setting of local clusters (tests/conftest.py): `ray start` of a
+    second node refuses to run with it, and a driver joining the cluster must use the machine's address."""
+    return {k: v for k, v in env.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -32,7 +38,7 @@ class TwoNodeCluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # detect a dead node within seconds instead of Ray's default tens of seconds
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_health_check_period_ms": "2000",
+        self.env = {**without_loopback(os.environ), "RAY_AUTH_MODE": "token", "RAY_health_check_period_ms": "2000",
                     "RAY_health_check_failure_threshold": "5", "RAY_health_check_initial_delay_ms": "2000"}
 
     def start(self) -> TwoNodeCluster:

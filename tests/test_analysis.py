@@ -255,6 +255,34 @@ def test_report_when_every_trial_failed(tmp_path):
     assert "frontier: empty" in text and (tmp_path / "report" / "frontier.html").exists()
 
 
+def test_malformed_tables_get_one_line_or_a_warning_never_a_traceback(tmp_path, capsys):
+    """Failed rows with an empty error, a string score, infinite scores, and `report` taken by a file."""
+    df = sample_study()
+    df["error"] = ""
+    df.to_csv(tmp_path / "results.csv", index=False)  # CSV: the empty errors come back as missing values
+    assert "1 trial(s) failed" in write_report(tmp_path, png=False).read_text()
+
+    df["score"] = df["score"].astype(object)
+    df.loc[df["trial_id"] == "t3", "score"] = "high"
+    df.to_csv(tmp_path / "results.csv", index=False)
+    assert main([str(tmp_path), "--no-png"]) == 2
+    assert capsys.readouterr().err == ("error: results table column `score` holds 'high' (trial t3), not a number; "
+                                       "fix or remove the row\n")
+
+    df = sample_study()
+    df.loc[df["trial_id"] == "t3", "score"] = np.inf
+    df.to_csv(tmp_path / "results.csv", index=False)
+    text = write_report(tmp_path, png=False).read_text()
+    assert "`score` is infinite for trial(s) t3: read as missing" in text and "nan" not in text.split("## ")[1]
+    history = pd.read_csv(tmp_path / "report" / "hypervolume.csv")
+    assert np.isfinite(history.select_dtypes("number").to_numpy()).all()
+
+    shutil.rmtree(tmp_path / "report")
+    (tmp_path / "report").write_text("not a directory")
+    assert main([str(tmp_path), "--no-png"]) == 2
+    assert "report is a file, not the report directory" in capsys.readouterr().err
+
+
 def test_cli(tmp_path, capsys):
     assert main([str(tmp_path / "nope"), "--no-png"]) == 2
     assert "study directory not found" in capsys.readouterr().err

@@ -114,6 +114,27 @@ LAUNCHER_BREAKAGES = {
         "provider.security_group.IpPermissions[0].IpRanges[1]",
         "opens port 22 (SSH)",
     ),
+    "dashboard open to half the internet": (
+        lambda c: c["provider"]["security_group"]["IpPermissions"].append(_open_rule(8265, "0.0.0.0/1")),
+        "provider.security_group.IpPermissions[1].IpRanges[0]",
+        "ingress from 0.0.0.0/1 opens port 8265 (Ray dashboard / job API)",
+    ),
+    "GCS open to one public address": (
+        lambda c: c["provider"]["security_group"]["IpPermissions"].append(_open_rule(6379, "198.51.99.7/32")),
+        "provider.security_group.IpPermissions[1].IpRanges[0]",
+        "ingress from 198.51.99.7/32 opens port 6379 (Ray GCS)",
+    ),
+    "SSH open to a public /8": (
+        lambda c: c["provider"]["security_group"]["IpPermissions"][0]["IpRanges"].append({"CidrIp": "11.0.0.0/8"}),
+        "provider.security_group.IpPermissions[0].IpRanges[1]",
+        "ingress from 11.0.0.0/8 opens port 22 (SSH)",
+    ),
+    "head dashboard on every interface": (
+        lambda c: c.update(head_start_ray_commands=[cmd.replace("--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0")
+                                                    for cmd in c["head_start_ray_commands"]]),
+        "head_start_ray_commands[1]",
+        "binds the dashboard and job API (unauthenticated; they run code) to every interface",
+    ),
     "all ports open over IPv6": (
         lambda c: c["provider"]["security_group"]["IpPermissions"].append(
             {"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}
@@ -207,6 +228,17 @@ KUBERAY_BREAKAGES = {
         "spec.workerGroupSpecs[0].template.spec.containers[0].image",
         "rayproject/ray-ml images are deprecated",
     ),
+    "no NetworkPolicy for a head on every pod interface": (
+        lambda docs: docs.remove(next(d for d in docs if d["kind"] == "NetworkPolicy")),
+        "spec.headGroupSpec.rayStartParams.dashboard-host",
+        "'0.0.0.0' exposes the head's dashboard, job API and GCS to every pod; add a NetworkPolicy",
+    ),
+    "a NetworkPolicy that admits an IP block": (
+        lambda docs: next(d for d in docs if d["kind"] == "NetworkPolicy")["spec"]["ingress"][0]["from"].append(
+            {"ipBlock": {"cidr": "0.0.0.0/0"}}),
+        "spec.headGroupSpec.rayStartParams.dashboard-host",
+        "admits only the Ray pods",
+    ),
     "NodePort service next to the cluster": (
         lambda docs: docs.append(
             {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dash"}, "spec": {"type": "NodePort"}}
@@ -249,3 +281,13 @@ def test_cli_reports_each_file_and_fails_on_any_error(tmp_path: Path, capsys: py
     assert out.strip() == f"OK   {CLUSTER / 'gcp-a100.yaml'}"
     assert err.startswith(f"FAIL {bad}: available_node_types.gpu_worker: additional property 'min_worker'")
     assert main([str(CLUSTER / name) for name in LAUNCHER_YAMLS + KUBERAY_YAMLS]) == 0
+
+
+def test_private_ranges_and_a_narrow_admin_range_are_accepted(tmp_path: Path) -> None:
+    """Ray ports from the cluster's private network and SSH from an admin's public /24 pass."""
+    def open_privately(config: dict[str, Any]) -> None:
+        rules = config["provider"]["security_group"]["IpPermissions"]
+        rules.append(_open_rule(6379, "10.0.0.0/8"))
+        rules[0]["IpRanges"].append({"CidrIp": "198.51.99.0/24"})
+
+    validate_cluster_yaml(_mutated(tmp_path, "aws-a100.yaml", open_privately))

@@ -98,9 +98,12 @@ def test_an_entry_point_turns_user_errors_into_one_line_and_status_2(capsys):
             raise ConfigError("train.lr=-1 must be a finite number > 0")
         if argv == ["bug"]:
             raise KeyError("a bug keeps its traceback")
+        if argv == ["ctrl-c"]:
+            raise KeyboardInterrupt
 
     assert main([]) == 0
     assert main(["bad"]) == 2 and capsys.readouterr().err == "error: train.lr=-1 must be a finite number > 0\n"
+    assert main(["ctrl-c"]) == 130 and capsys.readouterr().err == "interrupted\n"
     with pytest.raises(KeyError):
         main(["bug"])
     from analysis import AnalysisError
@@ -121,3 +124,23 @@ def test_pretraining_uses_the_fine_tuning_optimiser_and_learns(tmp_path, capsys)
               if line.startswith("pretrain step")]
     assert len(losses) == 3 and losses[-1] < losses[0] and np.isfinite(losses).all()
     assert build_vl_model(BackboneConfig(pretrained=str(tmp_path), feat_dim=16)).d_model == 64
+
+
+def test_config_yaml_has_core_types_and_no_duplicate_keys(tmp_path):
+    """YAML 1.2 core types: only true/false are booleans, 1e-3 is a number; a repeated key is an error
+    with its line (a second `run:` would silently replace the first)."""
+    from vlpet.errors import ConfigError
+    from vlpet.train.config import load_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("a: 1e-3\nb: no\nc: true\nd: [2e5, -1.5E-2]\ne: on\n")
+    assert load_yaml(path) == {"a": 1e-3, "b": "no", "c": True, "d": [2e5, -1.5e-2], "e": "on"}
+    path.write_text("run:\n  backbone: {arch: tiny-bart}\nstudy: {name: x}\nrun:\n  train: {}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: line 4: duplicate key 'run'; give each key once"):
+        load_yaml(path)
+    path.write_text("study:\n  seeds: 1\n  seeds: 2\n")
+    with pytest.raises(ConfigError, match="line 3: duplicate key 'seeds'"):
+        load_yaml(path)
+    path.write_bytes("a: 1\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_yaml(path)

@@ -228,3 +228,67 @@ def test_synthetic_data_never_replaces_a_directory_it_did_not_write(tmp_path):
     old.mkdir()
     (old / STAMP).write_text('{"version": 0}')
     DataConfig(root=str(old), synthetic=True)
+
+
+def _rewrite(root: Path, rel: str, change) -> None:
+    """Apply `change(entries)` to the annotation list in root/rel."""
+    entries = json.loads((root / rel).read_text())
+    change(entries)
+    (root / rel).write_text(json.dumps(entries))
+
+
+@pytest.mark.parametrize("rel, task, change, message", [
+    ("vqa/karpathy_train.json", "vqa", lambda e: e[1].update(label=["a"]), r"entry 1 has label \['a'\]; expected an object"),
+    ("vqa/karpathy_train.json", "vqa", lambda e: e[1].update(label={"a": 2}), r"expected an object answer -> score in"),
+    ("vqa/karpathy_train.json", "vqa", lambda e: e[1].update(question_id="q7"), r"question_id='q7'; expected an integer"),
+    ("vqa/karpathy_train.json", "vqa", lambda e: e[1].update(sent=None), r"entry 1 has sent=None; expected a non-empty"),
+    ("nlvr/train.json", "nlvr", lambda e: e[0].update(sent="  "), r"entry 0 has sent='  '; expected a non-empty string"),
+])
+def test_annotation_values_of_the_wrong_form_name_file_entry_and_form(bench, tmp_path, rel, task, change, message):
+    root = _corrupt_copy(bench, tmp_path)
+    _rewrite(root, rel, change)
+    with pytest.raises(ConfigError, match=message):
+        load_examples(get_task(task), root, "train")
+
+
+def test_empty_captions_utf16_files_and_nan_features_are_refused(bench, tmp_path):
+    root = _corrupt_copy(bench, tmp_path)
+    coco = json.loads((root / "COCO/dataset_coco.json").read_text())
+    coco["images"][0]["sentences"] = []
+    (root / "COCO/dataset_coco.json").write_text(json.dumps(coco))
+    with pytest.raises(ConfigError, match=r"image 0 has sentences=\[\]; expected a non-empty list"):
+        load_examples(get_task("caption"), root, "train")
+    (root / "GQA/train.json").write_text((root / "GQA/train.json").read_text(), encoding="utf-16")
+    with pytest.raises(ConfigError, match=r"GQA/train.json: not UTF-8 text .* save it as UTF-8"):
+        load_examples(get_task("gqa"), root, "train")
+    ex = load_examples(get_task("vqa"), root, "val")[0]
+    with h5py.File(root / COCO_FEATS / f"{ex.images[0]}.h5", "w") as f:
+        f.create_group(ex.images[0]).create_dataset("features", data=np.full((49, 16), np.nan, np.float16))
+    with pytest.raises(ConfigError, match=rf"{ex.images[0]}\.h5: 784 of 784 feature values are NaN or infinite"):
+        H5FeatureStore(root / COCO_FEATS, 16)(ex.images[0])
+
+
+def test_unanswerable_vqa_questions_train_on_the_empty_answer_with_weight_0(bench, tmp_path):
+    """As the official loader: a question with no scored answer (label {} or all scores 0) is kept, its
+    target is the empty string and its loss weight 0, instead of a crash while sampling a target."""
+    root = _corrupt_copy(bench, tmp_path)
+    _rewrite(root, "vqa/karpathy_train.json", lambda e: (e[0].update(label={}), e[1].update(label={"cat": 0})))
+    ds = build_dataset(DataConfig(root=str(root), tasks=("vqa",)), get_task("vqa"), "train", 16)
+    assert [ds[i][2:] for i in (0, 1)] == [("", 0.0), ("", 0.0)]
+    assert ds[2][3] > 0
+
+
+def test_a_run_checks_its_data_on_the_driver_before_any_worker(bench, tmp_path):
+    from vlpet.data.dataset import check_data
+
+    cfg = DataConfig(root=str(bench), tasks=("vqa", "nlvr"))
+    assert check_data(cfg, 16).startswith("data checked: 54 examples and ")  # vqa 24 + 8, nlvr 16 + 6
+    root = _corrupt_copy(bench, tmp_path)
+    ex = load_examples(get_task("nlvr"), root, "val")[0]
+    (root / NLVR_FEATS / f"{ex.images[1]}.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    with pytest.raises(ConfigError, match=rf"{ex.images[1]}\.h5: not a readable HDF5 file"):
+        check_data(DataConfig(root=str(root), tasks=("nlvr",)), 16)
+    missing = DataConfig(root=str(tmp_path / "elsewhere"), tasks=("nlvr",))
+    assert "is not on this machine: the workers read it" in check_data(missing, 16, address="auto")
+    with pytest.raises(ConfigError, match="no such directory"):
+        check_data(missing, 16)

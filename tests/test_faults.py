@@ -14,13 +14,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.ray_nodes import without_loopback
 from tests.test_study import final_rows, study_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _frontier(config: Path, study_dir: Path, address: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "token"}
+    env = {**without_loopback(os.environ), "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "token"}
     return subprocess.Popen([sys.executable, str(ROOT / "studies" / "frontier.py"), "--config", str(config),
                              "--address", address, "--study-dir", str(study_dir), "--no-report"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

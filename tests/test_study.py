@@ -281,6 +281,17 @@ def test_paper_settings_scale_sizes_to_the_backbone():
     ({"study": {"asha": True}}, r"study.asha is now study.early_stopping: pareto .* asha .* or none"),
     ({"study": {"early_stopping": "hyperband"}}, r"unknown study.early_stopping 'hyperband'"),
     ({"study": {"paper_reference": "yes"}}, r"paper_reference='yes' must be a bool"),
+    # every value of every distribution is checked, not only the first one
+    ({"search": {"vlpet": {"scale": {"choice": [0.5, -3.0]}}}},
+     r"search.vlpet.scale: the value -3.0 makes no valid run \(vlpet.scale=-3.0: must be a finite number > 0\)"),
+    ({"search": {"vlpet": {"lr": {"loguniform": [1e-4, 0.0]}}}}, r"search.vlpet.lr.loguniform=\[0.0001, 0.0\] is empty"),
+    ({"search": {"vlpet": {"scale": {"uniform": [0.5, float("inf")]}}}}, r"uniform must be \[low, high\], two finite"),
+    ({"search": {"vlpet": {"rank": {"choice": [8, "x"]}}}}, r"search.vlpet.rank: 'x' is not a positive integer"),
+    ({"search": {"vlpet": {"n_heads": {"choice": [4, 0]}}}}, r"search.vlpet.n_heads: 0 is not a positive integer"),
+    ({"study": {"sampler_seed": "abc"}}, r"study.sampler_seed='abc' must be an integer"),
+    ({"study": {"trials_per_variant": True}}, r"study.trials_per_variant=True must be an integer"),
+    ({"run": {"train": {"weight_decay": float("inf")}}}, r"train.weight_decay=inf must be a finite number"),
+    ({"run": {"train": {"gpus_per_worker": float("nan")}}}, r"train.gpus_per_worker=nan must be a finite number"),
 ])
 def test_bad_study_configs_fail_with_the_field(bench, tokenizer_dir, change, message):
     with pytest.raises(ConfigError, match=message):
@@ -311,19 +322,19 @@ def test_cli_rejects_bad_input_before_any_trial(bench, tokenizer_dir, tmp_path, 
 
 
 def test_unwritable_or_full_study_directory_is_detected_before_any_trial(tmp_path, monkeypatch):
-    from studies import study
+    from studies import study_dir
 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="is not writable"):
-        study.check_study_dir(blocker / "study", resume=False)  # a file where a directory must go
+        study_dir.check_study_dir(blocker / "study", resume=False, holds_results=False)  # a file where a dir must go
 
     class Usage:
         free = 50 * 2**20
 
-    monkeypatch.setattr(study.shutil, "disk_usage", lambda path: Usage)
+    monkeypatch.setattr(study_dir.shutil, "disk_usage", lambda path: Usage)
     with pytest.raises(ConfigError, match="only 50 MB free, need >= 200 MB"):
-        study.check_study_dir(tmp_path / "study", resume=False)
+        study_dir.check_study_dir(tmp_path / "study", resume=False, holds_results=False)
 
 
 def test_seed_flag_sets_every_trial_seed_and_the_sampler_seed(bench, tokenizer_dir, tmp_path):

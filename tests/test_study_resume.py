@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
@@ -65,3 +66,52 @@ def test_killed_driver_resumes_with_every_trial_exactly_once(bench, tokenizer_di
               if "duplicate_of" not in t.user_attrs]  # a restored sampler may redraw a point: drawn again
     assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)  # each told once, as finished
     assert json.loads((study_dir / "study.json").read_text())["study"]["name"] == "t"
+
+
+def _listening(pid: int) -> set[str]:
+    """The addresses that the driver `pid` and every process it started (GCS, raylet, agents, workers) listen on."""
+    tree = psutil.Process(pid)
+    pids = {pid} | {p.pid for p in tree.children(recursive=True)}
+    return {c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
+@pytest.mark.slow
+def test_interrupted_study_exits_130_and_resumes_from_its_directory_alone(bench, tokenizer_dir, tmp_path):
+    """A local study listens on loopback only. SIGINT mid-epoch (as Ctrl-C): exit 130, the finished epochs kept, no report, how to resume said;
+    `--resume --study-dir` alone (config from study.json) ends with every trial and epoch exactly once."""
+    data = study_dict(bench, tokenizer_dir, variants=["vlpet-large"], trials_per_variant=2, max_concurrent_trials=1,
+                      early_stopping="none", paper_reference=False)
+    data["run"]["train"]["epochs"] = 3
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(data))
+    study_dir = tmp_path / "study"
+    proc = _run_frontier(config, study_dir)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # the first trial's first epoch is in: its second is running
+        results = study_dir / "results.parquet"
+        if results.is_file() and len(pd.read_parquet(results)) >= 1:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the study reported no epoch within 300 s")
+    listening = _listening(proc.pid)
+    assert len(listening) >= 5 and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening  # loopback only
+    os.kill(proc.pid, signal.SIGINT)  # the driver only, as `kill -INT`
+    assert proc.wait(timeout=300) == 130
+    log = (tmp_path / "driver0.log").read_text()
+    assert f"resume with: python studies/frontier.py --resume --study-dir {study_dir}" in log
+    before = pd.read_parquet(study_dir / "results.parquet")
+    assert len(before) >= 1 and not (study_dir / "report").exists()
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TRAIN_V2_ENABLED": "1"}
+    resumed = subprocess.run([sys.executable, str(ROOT / "studies" / "frontier.py"), "--resume", "--study-dir",
+                              str(study_dir), "--num-cpus", "3", "--no-report"], env=env, timeout=600,
+                             capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    table = pd.read_parquet(study_dir / "results.parquet")
+    assert not table.duplicated(["trial_id", "epoch"]).any()
+    assert sorted(table.groupby("trial_id")["epoch"].apply(sorted).tolist()) == [[1, 2, 3], [1, 2, 3]]
+    final = final_rows(table)
+    assert (final["status"] == "completed").all()
+    kept = before.merge(table, on=["trial_id", "epoch"], suffixes=("_before", ""))
+    assert len(kept) == len(before)  # every epoch finished before the interrupt is still there

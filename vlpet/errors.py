@@ -22,7 +22,7 @@ class ConfigError(UserError):
 
 def entry_point(main: Callable[..., int | None]) -> Callable[..., int]:
     """Decorate a command's `main(argv=None)`: a UserError becomes `error: <message>` on stderr and exit
-    status 2; `main` returning None means success (0)."""
+    status 2, Ctrl-C exit status 130 without a traceback; `main` returning None means success (0)."""
 
     @functools.wraps(main)
     def run(*args: Any, **kwargs: Any) -> int:
@@ -31,6 +31,9 @@ def entry_point(main: Callable[..., int | None]) -> Callable[..., int]:
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # Ctrl-C outside the work that handles it itself (a study's trials)
+            print("interrupted", file=sys.stderr)
+            return 130
 
     return run
 

@@ -134,6 +134,8 @@ class TaskDataset(Dataset):
         ex = self.examples[index]
         feats = np.stack([self.stores[ex.feature_dir](img) for img in ex.images])
         answers = list(ex.targets)
+        if not any(ex.targets.values()):  # unanswerable (no answer scored): the empty answer, weight 0,
+            return ex, feats, "", 0.0      # as the official loader does
         if len(answers) == 1:
             target = answers[0]
         else:
@@ -183,6 +185,25 @@ def build_dataset(cfg: DataConfig, task: TaskSpec, split: Split, feat_dim: int, 
     examples = load_examples(task, cfg.root, split)
     cap = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
     return TaskDataset(task, examples[:cap] if cap else examples, Path(cfg.root), feat_dim, seed)
+
+
+def check_data(cfg: DataConfig, feat_dim: int, address: str | None = None) -> str:
+    """Check, where the run starts and before any worker does, what a run reads: every annotation file of
+    its tasks' train and val splits (fields and their types) and every feature file they reference (present,
+    readable, of the right shape; HDF5 headers only, video frame files in full). A bad file fails here once,
+    with one line naming the file and the entry. Returns what was checked, for the console.
+
+    A driver that joins a cluster (`address`) may not see the data; then a root it lacks is left to the workers."""
+    if address and not cfg.synthetic and not Path(cfg.root).is_dir():
+        return f"data.root {cfg.root} is not on this machine: the workers read it"
+    examples = files = 0
+    for name in cfg.tasks:
+        for split in ("train", "val"):
+            dataset = build_dataset(cfg, get_task(name), split, feat_dim)
+            dataset.check_features()
+            examples += len(dataset)
+            files += len({img for ex in dataset.examples for img in ex.images})
+    return f"data checked: {examples} examples and {files} feature files of {', '.join(cfg.tasks)} under {cfg.root}"
 
 
 def build_loader(cfg: DataConfig, dataset: TaskDataset, tokenizer: PreTrainedTokenizerBase, split: Split,

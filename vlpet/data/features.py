@@ -45,7 +45,7 @@ class H5FeatureStore:
 
     def __call__(self, img_id: str) -> np.ndarray:
         """The float32 feature array of one image, shape [n_tokens, feat_dim]."""
-        return self._open_dataset(img_id, lambda ds: ds[()].astype(np.float32))
+        return finite(self._open_dataset(img_id, lambda ds: ds[()].astype(np.float32)), self.path(img_id))
 
     def _open_dataset(self, img_id: str, read):
         path = self.path(img_id)
@@ -64,6 +64,14 @@ class H5FeatureStore:
                 return read(ds)
         except OSError as err:
             raise ConfigError(f"{path}: not a readable HDF5 file ({err})") from None
+
+
+def finite(features: np.ndarray, path: Path) -> np.ndarray:
+    """`features`, unless they hold NaN or infinity (a model fed them would train or score on garbage)."""
+    if not np.isfinite(features).all():
+        bad = int((~np.isfinite(features)).sum())
+        raise ConfigError(f"{path}: {bad} of {features.size} feature values are NaN or infinite; re-extract the features")
+    return features
 
 
 def write_h5_features(directory: str | Path, img_id: str, features: np.ndarray) -> Path:
@@ -133,7 +141,7 @@ class NpzFrameStore:
         if frames.ndim != 2 or frames.shape[0] == 0 or frames.shape[1] != self.feat_dim:
             raise ConfigError(f"{path}: {self.key} has shape {list(frames.shape)}, expected [T, {self.feat_dim}] with "
                               "T >= 1 (check backbone.feat_dim; CLIP-ViT frame features are 512-d)")
-        return frames
+        return finite(frames, path)
 
 
 def write_npz_features(directory: str | Path, vid_name: str, frames: np.ndarray) -> Path:

@@ -100,9 +100,17 @@ def read_json(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: annotation file not found (see README, data layout)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(_text(path))
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
+
+
+def _text(path: Path) -> str:
+    """A file's UTF-8 text (annotation files are UTF-8 JSON)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
 
 
 def require(entry: Any, fields: tuple[str, ...], path: Path, index: int) -> None:
@@ -119,13 +127,41 @@ def read_jsonl(path: Path) -> list[Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: annotation file not found (see README, data layout)")
     data = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(_text(path).splitlines(), 1):
         if line.strip():
             try:
                 data.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise ConfigError(f"{path}: line {number} is not valid JSON ({err})") from None
     return data
+
+
+def text_field(entry: dict[str, Any], name: str, path: Path, index: int) -> str:
+    """An entry's field that must be a non-empty string (a question, a statement, a caption)."""
+    value = entry[name]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{path}: entry {index} has {name}={value!r:.60}; expected a non-empty string")
+    return value
+
+
+def int_field(entry: dict[str, Any], name: str, path: Path, index: int) -> int:
+    """An entry's field that must be an integer (or a string of digits, as some files write ids)."""
+    value = entry[name]
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+        raise ConfigError(f"{path}: entry {index} has {name}={value!r:.60}; expected an integer")
+    return int(value)
+
+
+def label_field(entry: dict[str, Any], path: Path, index: int) -> dict[str, float]:
+    """A VQA/GQA `label`: answer -> soft score in [0, 1]. Empty for an unanswerable question (the official
+    loader then trains on the empty answer with weight 0, see TaskDataset)."""
+    label = entry["label"]
+    valid = isinstance(label, dict) and all(
+        isinstance(a, str) and isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+        for a, v in label.items())
+    if not valid:
+        raise ConfigError(f"{path}: entry {index} has label {label!r:.80}; expected an object answer -> score in [0, 1]")
+    return {a: float(v) for a, v in label.items()}
 
 
 def _entries(path: Path, fields: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -156,12 +192,12 @@ def load_vqa(root: Path, name: str) -> list[Example]:
     entries = _entries(path, ("img_id", "question_id", "sent", "label"))
     official = None if name == "karpathy_train" else _official_vqa_answers(root / "vqa" / "v2_mscoco_val2014_annotations.json")
     out = []
-    for e in entries:
-        qid = int(e["question_id"])
+    for i, e in enumerate(entries):
+        qid = int_field(e, "question_id", path, i)
         if official is not None and qid not in official:
             raise ConfigError(f"{root / 'vqa' / 'v2_mscoco_val2014_annotations.json'}: no answers for question_id {qid} "
                               f"of {path.name}")
-        out.append(Example(str(qid), (e["img_id"],), COCO_FEATS, e["sent"], dict(e["label"]),
+        out.append(Example(str(qid), (e["img_id"],), COCO_FEATS, text_field(e, "sent", path, i), label_field(e, path, i),
                            official[qid] if official is not None else None))
     return out
 
@@ -170,8 +206,9 @@ def load_gqa(root: Path, name: str) -> list[Example]:
     """GQA split `name` (train/valid read VG features, testdev/submit GQA features)."""
     path = root / "GQA" / f"{name}.json"
     feats = VG_FEATS if name in ("train", "valid") else GQA_FEATS
-    return [Example(str(e["question_id"]), (e["img_id"],), feats, e["sent"], dict(e["label"]), dict(e["label"]))
-            for e in _entries(path, ("img_id", "question_id", "sent", "label"))]
+    return [Example(str(e["question_id"]), (e["img_id"],), feats, text_field(e, "sent", path, i), label_field(e, path, i),
+                    label_field(e, path, i))
+            for i, e in enumerate(_entries(path, ("img_id", "question_id", "sent", "label")))]
 
 
 def load_nlvr(root: Path, name: str) -> list[Example]:
@@ -182,7 +219,8 @@ def load_nlvr(root: Path, name: str) -> list[Example]:
         if e["label"] not in (0, 1):
             raise ConfigError(f"{path}: entry {i} has label {e['label']!r}; expected 0 or 1")
         answer = "true" if e["label"] == 1 else "false"
-        out.append(Example(e["identifier"], (e["img0"], e["img1"]), NLVR_FEATS, e["sent"], {answer: 1.0}, answer))
+        out.append(Example(e["identifier"], (e["img0"], e["img1"]), NLVR_FEATS, text_field(e, "sent", path, i),
+                           {answer: 1.0}, answer))
     return out
 
 
@@ -211,9 +249,11 @@ def _karpathy(path: Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{path}: expected the Karpathy split file with an 'images' list")
     for i, img in enumerate(data["images"]):
         require(img, ("filename", "split", "sentences"), path, i)
+        if not isinstance(img["sentences"], list) or not img["sentences"]:
+            raise ConfigError(f"{path}: image {i} has sentences={img['sentences']!r:.60}; expected a non-empty list")
         for s in img["sentences"]:
-            if "raw" not in s:
-                raise ConfigError(f"{path}: image {i} has a sentence without 'raw'")
+            if not isinstance(s, dict) or not isinstance(s.get("raw"), str) or not s["raw"].strip():
+                raise ConfigError(f"{path}: image {i} has a sentence without a non-empty 'raw' text")
     return data["images"]
 
 
@@ -246,8 +286,9 @@ def load_video_qa(root: Path, name: str, folder: str, source: str, n_choices: in
     for i, e in enumerate(_entries(path, ("qid", "vid_name", "q", "ts", "answer_idx", *choices))):
         if e["answer_idx"] not in range(n_choices):
             raise ConfigError(f"{path}: entry {i} has answer_idx {e['answer_idx']!r}; expected 0..{n_choices - 1}")
-        listed = " ".join(f"{a}: {e[a].strip('. ')}." for a in choices)
-        text = " ".join([_video_text(root, source, path, i, e), f"[Q] {e['q'].strip()}", f"[TS] ({e['ts']})",
+        listed = " ".join(f"{a}: {text_field(e, a, path, i).strip('. ')}." for a in choices)
+        text = " ".join([_video_text(root, source, path, i, e), f"[Q] {text_field(e, 'q', path, i).strip()}",
+                         f"[TS] ({e['ts']})",
                          f"[Choices] {listed}"])
         answer = f"a{e['answer_idx']}"
         out.append(Example(str(e["qid"]), (e["vid_name"],), VIDEO_SOURCES[source][1], text, {answer: 1.0}, answer))
@@ -261,10 +302,12 @@ def load_video_caption(root: Path, name: str, folder: str, source: str, with_ts:
     out = []
     for i, e in enumerate(_entries(path, ("vid_name", "descs", *(("ts",) if with_ts else ())))):
         text = _video_text(root, source, path, i, e) + (f" [TS] ({e['ts']})" if with_ts else "")
+        if not isinstance(e["descs"], list) or not e["descs"]:
+            raise ConfigError(f"{path}: entry {i} has descs={e['descs']!r:.60}; expected a non-empty list")
         for d in e["descs"]:
             if not isinstance(d, dict) or "desc" not in d or "desc_id" not in d:
                 raise ConfigError(f"{path}: entry {i} has a desc without 'desc' or 'desc_id'")
-            desc = d["desc"].strip()
+            desc = text_field(d, "desc", path, i).strip()
             out.append(Example(str(d["desc_id"]), (e["vid_name"],), VIDEO_SOURCES[source][1], text, {desc: 1.0}, [desc]))
     return out
 

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from vlpet import yaml_loader
 from vlpet.config_base import Config, bounded
 from vlpet.data import DataConfig
 from vlpet.errors import ConfigError, build_dataclass, closest
@@ -132,8 +133,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+        data = yaml_loader.load(path.read_text())
+    except yaml_loader.DuplicateKeyError as err:
+        raise ConfigError(f"{path}: line {err.problem_mark.line + 1}: {err.problem}; give each key once") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
