@@ -6,7 +6,8 @@
 Per variant, a Ray Tune study searched by multi-objective Optuna (max score, min trainable params)
 with Pareto-rank early stopping, beside the paper's hand-picked configurations (studies/study.py). Ends by writing the frontier report.
 Outputs: <study-dir>/results.parquet|csv, optuna.db, report/ (frontier.html, report.md, ...).
-`--resume` continues a killed study with every finished result kept.
+`--resume --study-dir X` continues a stopped (Ctrl-C: exit 130) or killed study with its own config
+(X/study.json), every finished result kept.
 """
 
 from __future__ import annotations
