@@ -68,11 +68,13 @@ def test_killed_driver_resumes_with_every_trial_exactly_once(bench, tokenizer_di
     assert json.loads((study_dir / "study.json").read_text())["study"]["name"] == "t"
 
 
-def _listening(pid: int) -> set[str]:
-    """The addresses that the driver `pid` and every process it started (GCS, raylet, agents, workers) listen on."""
+def _listening(pid: int) -> list[tuple[str, int]]:
+    """The (address, port) that the driver `pid` and every process it started (GCS, raylet, agents, workers)
+    listen on."""
     tree = psutil.Process(pid)
     pids = {pid} | {p.pid for p in tree.children(recursive=True)}
-    return {c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in pids}
+    return [(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids]
 
 
 @pytest.mark.slow
@@ -94,8 +96,8 @@ def test_interrupted_study_exits_130_and_resumes_from_its_directory_alone(bench,
         time.sleep(0.5)
     else:
         pytest.fail("the study reported no epoch within 300 s")
-    listening = _listening(proc.pid)
-    assert len(listening) >= 5 and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening  # loopback only
+    listening = _listening(proc.pid)  # GCS, raylet, dashboard and agents, the workers: loopback only
+    assert len(listening) >= 5 and {ip for ip, _ in listening} <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
     os.kill(proc.pid, signal.SIGINT)  # the driver only, as `kill -INT`
     assert proc.wait(timeout=300) == 130
     log = (tmp_path / "driver0.log").read_text()
