@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from studies.ray_cluster import loopback_local_cluster
 from vlpet.errors import entry_point
 
 PARTS = ("trial start", "worker start", "worker setup", "train + eval", "report/ckpt")
@@ -144,6 +145,7 @@ def main() -> int:
     p.add_argument("--study-dir", type=Path, help="analyse this finished study instead of running one "
                                                   "(e.g. runs/studies/embedded after `make run`)")
     args = p.parse_args()
+    loopback_local_cluster()  # before ray is imported: the local cluster on 127.0.0.1 only
 
     if args.study_dir:
         table, slots, study_wall = stored(args.study_dir)

@@ -40,6 +40,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d, hypervolume_history
+from studies.ray_cluster import loopback_local_cluster
 from vlpet.errors import entry_point
 from vlpet.results import REPORT_COLUMNS, final_rows, task_columns, trial_run
 
@@ -162,6 +163,7 @@ def main() -> int:
     p.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of the local Ray")
     p.add_argument("--out", type=Path, default=Path("bench/search_efficiency"), help="plot path (.html, .png)")
     args = p.parse_args()
+    loopback_local_cluster()  # before ray is imported: the local cluster on 127.0.0.1 only
 
     import ray
 

@@ -83,14 +83,17 @@ class Run:
         state = sum(t.numel() * t.element_size()
                     for s in self.opt.state.values() for t in s.values() if torch.is_tensor(t))
         return {"step_s": statistics.median(self.times), "opt_bytes": state, "peak_bytes": self.peak,
-                "trainable": sum(p.numel() for p in self.params)}
+                "trainable": sum(p.numel() for p in self.params), "total": sum(p.numel() for p in self.model.parameters()),
+                "tokens": self.inputs.input_ids.numel() + self.inputs.vis_feats.shape[0] * self.inputs.vis_feats.shape[1]
+                + self.labels.numel()}
 
 
-def measure_all(arch: str, size: int, steps: int, device: str) -> dict[str, dict[str, float]]:
-    """Every method's median step seconds, optimizer-state bytes and peak memory. The timed steps are
-    interleaved (one step of each method per round), so a slower or busier moment of the machine falls
-    on every method alike and the ratios stay fair."""
-    runs = {name: Run(arch, name, size, device) for name in VARIANTS["bart"]}
+def measure_all(arch: str, size: int, steps: int, device: str,
+                names: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
+    """Every method's (or `names`') median step seconds, optimizer-state bytes and peak memory. The timed
+    steps are interleaved (one step of each method per round), so a slower or busier moment of the
+    machine falls on every method alike and the ratios stay fair."""
+    runs = {name: Run(arch, name, size, device) for name in names or VARIANTS["bart"]}
     for run in runs.values():
         run.warm_up()
     for _ in range(steps):
