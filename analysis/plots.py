@@ -1,7 +1,7 @@
 """Plotly figures of a frontier analysis: params vs score with the Pareto staircase, and hypervolume history.
 
-HTML is always written (plotly.js sits once beside the pages, `plotly.min.js`, so they open offline);
-PNG needs Kaleido and a Chromium on the machine and is skipped with a warning when either is missing.
+HTML is always written (plotly.js sits once beside the pages, `plotly.min.js`, so they open offline); the
+static PNG and SVG images are drawn from the same figures by matplotlib (`analysis.static_images`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from plotly.colors import qualitative
 
 from analysis.fronts import FrontierResult, front_mask, mean_std
 from analysis.hypervolume import hypervolume_2d
+from analysis.static_images import write_static
 from vlpet.results import task_name
 
 SIZE = {"width": 1100, "height": 640}
@@ -31,7 +32,6 @@ EXTRA_COLOURS = qualitative.Dark24  # for variants outside the paper, in alphabe
 TICKS = [b * 10.0**e for e in range(-3, 3) for b in (1, 2, 5)]  # a 1-2-5 log scale, 0.001 to 500
 HOVER = ("<b>%{customdata[0]}</b> %{customdata[1]}<br>params: %{x:.3g} % (%{customdata[2]})<br>"
          "score: %{customdata[3]}<br><span style='font-size:10px'>%{customdata[4]}</span><extra></extra>")
-PNG_HINT = "static images need Kaleido and Chromium (`apt-get install -y chromium`)"
 
 
 def variant_colours(variants: list[str]) -> dict[str, str]:
@@ -96,28 +96,13 @@ def hypervolume_figure(histories: Mapping[str, pd.DataFrame], reference: tuple[f
     return fig
 
 
-def save_figures(figures: Mapping[Path, go.Figure], png: bool = True) -> list[str]:
-    """Write each figure as `<path>.html` and, when `png` and an exporter works, `<path>.png`.
-
-    Returns warnings (the PNG export failure and what it needs); HTML is written regardless.
-    """
+def save_figures(figures: Mapping[Path, go.Figure], static: bool = True) -> None:
+    """Write each figure as `<path>.html` (interactive) and, when `static`, as `<path>.png` and `<path>.svg`
+    (drawn by matplotlib: no browser needed)."""
     for path, fig in figures.items():
         fig.write_html(path.with_suffix(".html"), include_plotlyjs="directory")
-    if not png:
-        return []
-    try:
-        _export_png([{"fig": fig, "path": path.with_suffix(".png"), "opts": {"format": "png", **SIZE}}
-                     for path, fig in figures.items()])
-    except Exception as err:  # noqa: BLE001 - an optional export: a missing module, browser or renderer all mean no PNG
-        return [f"PNG export skipped ({type(err).__name__}: {(str(err).splitlines() or [''])[0]}); {PNG_HINT}"]
-    return []
-
-
-def _export_png(specs: list[dict]) -> None:
-    """Render every figure in one headless browser; MathJax off, since it would be fetched from a CDN."""
-    import kaleido  # optional dependency (pyproject extra `png`)
-
-    kaleido.write_fig_from_object_sync(specs, kopts={"mathjax": False}, cancel_on_error=True)
+        if static:
+            write_static(fig, path)
 
 
 def _staircase(front: pd.DataFrame, x: str, y: str, x_right: float) -> go.Scatter:

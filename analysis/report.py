@@ -33,7 +33,7 @@ CONSTANT_MARGIN = 10.0  # points above the best constant answer that count as ha
 def write_report(study_dir: str | Path, backbone: str | None = None, png: bool = True) -> Path:
     """Analyse `<study_dir>`'s results table and write `<study_dir>/report/`; returns the report.md path.
 
-    Writes frontier.html (+ .png when an exporter works), frontier_<task>.html per task, hypervolume.html,
+    Writes frontier.html (+ .png and .svg unless `png` is false), frontier_<task>.html per task, hypervolume.html,
     trials.csv, front.csv, best_per_variant.csv, hypervolume.csv and report.md. Raises AnalysisError when the
     table is missing, empty or lacks a required column; every lesser gap is reported in report.md.
     """
@@ -56,7 +56,7 @@ def _write(study_dir: Path, backbone: str | None, png: bool) -> tuple[Path, Fron
         **{out / f"frontier_{task_name(c)}": frontier_figure(result, c) for c in result.tasks},
         out / "hypervolume": hypervolume_figure({study_dir.resolve().name: history}, result.reference),
     }
-    result.warnings.extend(save_figures(figures, png))
+    save_figures(figures, png)
     for name, table in {"trials": result.trials, "front": result.front, "best_per_variant": result.best_per_variant,
                         "hypervolume": history}.items():
         table.to_csv(out / f"{name}.csv", index=False)
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
     parser.add_argument("study_dir", type=Path)
     parser.add_argument("--backbone", help="paper table: bart-base or t5-base (default: study.json, else bart-base)")
-    parser.add_argument("--no-png", action="store_true", help="skip the static PNG export")
+    parser.add_argument("--no-png", action="store_true", help="skip the static PNG and SVG images")
     args = parser.parse_args(argv)
     report, result = _write(args.study_dir, args.backbone, png=not args.no_png)
     print(f"report: {report}")

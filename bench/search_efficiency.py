@@ -161,7 +161,7 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=3, help="trials per variant of each search arm")
     p.add_argument("--seeds", type=int, default=5, help="sampler seeds per search arm")
     p.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of the local Ray")
-    p.add_argument("--out", type=Path, default=Path("bench/search_efficiency"), help="plot path (.html, .png)")
+    p.add_argument("--out", type=Path, default=Path("bench/search_efficiency"), help="plot path (.html, .png, .svg)")
     args = p.parse_args()
     loopback_local_cluster()  # before ray is imported: the local cluster on 127.0.0.1 only
 
@@ -217,9 +217,8 @@ def main() -> int:
     print(f"\ntarget (the default search >= 95 % of the grid's hypervolume with <= 30 % of its compute): met by "
           f"{hit:.0%} of seeds; mean {ours['hv_%'].mean():.1f} % hypervolume at "
           f"{ours['compute_%'].mean():.1f} % compute")
-    for warning in save_figures({args.out: figure(curves, grid_epochs, grid_hv[box])}):
-        print(warning, file=sys.stderr)
-    print(f"plot: {args.out.with_suffix('.html')}")
+    save_figures({args.out: figure(curves, grid_epochs, grid_hv[box])})
+    print(f"plot: {args.out.with_suffix('.png')} (and .svg, .html)")
     return 0
 
 

@@ -304,21 +304,29 @@ def test_cli_entry_point_exit_status(tmp_path):
     assert run.returncode == 2 and run.stderr.startswith("error: study directory not found")
 
 
-def test_png_failure_is_a_warning_and_html_is_still_written(tmp_path, monkeypatch):
-    def no_browser(specs):
-        raise RuntimeError("Kaleido v1 and later requires Chrome to be installed.")
+def test_static_images_are_drawn_without_a_browser(tmp_path):
+    """PNG and SVG of the frontier and the hypervolume history from matplotlib, beside the HTML: the
+    images hold the figure's points (the front's markers, the hollow pruned one) and its labels."""
+    result = frontier(sample_study())
+    plots.save_figures({tmp_path / "frontier": plots.frontier_figure(result),
+                        tmp_path / "hypervolume": plots.hypervolume_figure(
+                            {"s": hypervolume_history(sample_study())}, result.reference)})
+    for name in ("frontier", "hypervolume"):
+        png = (tmp_path / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000 and (tmp_path / f"{name}.html").exists()
+    svg = (tmp_path / "frontier.svg").read_text()
+    assert "vlpet-large" in svg and "Pareto frontier" in svg and "Efficiency-effectiveness frontier" in svg
+    assert "trainable parameters (% of the model, log scale)" in svg
 
-    monkeypatch.setattr(plots, "_export_png", no_browser)
-    warnings = plots.save_figures({tmp_path / "frontier": plots.frontier_figure(frontier(sample_study()))})
-    assert (tmp_path / "frontier.html").exists() and not (tmp_path / "frontier.png").exists()
-    assert len(warnings) == 1 and "apt-get install -y chromium" in warnings[0]
 
-
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="PNG export needs Chromium (apt-get install -y chromium)")
-def test_png_export(tmp_path):
-    assert plots.save_figures({tmp_path / "frontier": plots.frontier_figure(frontier(sample_study()))}) == []
-    data = (tmp_path / "frontier.png").read_bytes()
-    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+def test_report_writes_its_pictures_and_no_png_skips_them(tmp_path):
+    sample_study().to_parquet(tmp_path / "results.parquet")
+    write_report(tmp_path)
+    assert {"frontier.png", "frontier.svg", "hypervolume.png", "frontier_vqa.png"} <= {
+        p.name for p in (tmp_path / "report").iterdir()}
+    shutil.rmtree(tmp_path / "report")
+    write_report(tmp_path, png=False)
+    assert not list((tmp_path / "report").glob("*.png")) and (tmp_path / "report" / "frontier.html").exists()
 
 
 def test_report_says_whether_the_search_dominated_the_papers_hand_picked_configurations(tmp_path):
