@@ -87,17 +87,17 @@ def check_columns(df: pd.DataFrame, score_col: str, params_col: str) -> tuple[pd
 def _numbers(df: pd.DataFrame, col: str) -> tuple[pd.Series, str]:
     """A column as numbers, and a warning for infinite values (read as missing, so off the frontier and
     out of the hypervolume). A value that is not a number at all is an AnalysisError naming it."""
-    values = pd.to_numeric(df[col], errors="coerce")
+    values = pd.to_numeric(df[col], errors="coerce").astype(float)
     bad = values.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")
     if bad.any():
         first = bad.idxmax()
         raise AnalysisError(f"results table column `{col}` holds {df.at[first, col]!r} (trial "
                             f"{df.at[first, 'trial_id']}), not a number; fix or remove the row")
-    infinite = np.isinf(values.astype(float))
+    infinite = np.isinf(values)
     if not infinite.any():
-        return values.astype(float), ""
+        return values, ""
     trials = ", ".join(dict.fromkeys(df.loc[infinite, "trial_id"]))
-    return values.astype(float).mask(infinite), f"`{col}` is infinite for trial(s) {trials}: read as missing"
+    return values.mask(infinite), f"`{col}` is infinite for trial(s) {trials}: read as missing"
 
 
 def _fill_optional(df: pd.DataFrame) -> pd.DataFrame:

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from studies.study import run_study
     from studies.study_dir import check_study_dir
 
-    check_study_dir(study_dir.resolve(), args.resume, (study_dir / RESULTS).is_file())
+    check_study_dir(study_dir.resolve(), args.resume)
     if args.address:
         check_address(args.address)
     print(f"study {cfg.settings.name}: variants {', '.join(cfg.settings.variants)}; "

@@ -77,9 +77,8 @@ class Study:
         self.cfg, self.dir, self.resume = cfg, Path(study_dir).resolve(), resume
         self.storage_path = storage_path or str(self.dir / "ray")
         self.trainable = trainable or study_trainable(cfg, self.storage_path)
-        study_dirs.check_study_dir(self.dir, resume, (self.dir / RESULTS).is_file())
-        self.record = (study_dirs.recorded(self.dir) if resume else
-                       study_dirs.describe(cfg.to_dict(), f"{cfg.family}-base", self.dir))
+        recorded = study_dirs.check_study_dir(self.dir, resume)
+        self.record = recorded if resume else study_dirs.describe(cfg.to_dict(), f"{cfg.family}-base", self.dir)
         t = cfg.run.train
         self.table = ResultsTable(self.dir, SEARCH, t.num_workers * max(t.gpus_per_worker, 1.0), log=log,
                                   study_id=self.record.get("study_id") or results_study_id(self.dir / RESULTS))

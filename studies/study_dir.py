@@ -21,12 +21,11 @@ STUDY_JSON = "study.json"
 SECTIONS = ("study", "search", "run")
 
 
-def check_study_dir(study_dir: Path, resume: bool, holds_results: bool, min_free_mb: int = 200) -> None:
+def check_study_dir(study_dir: Path, resume: bool, min_free_mb: int = 200) -> dict[str, Any] | None:
     """The study directory must be new (or, resumed, hold a study), writable, and on a disk with room.
-    `holds_results`: whether it already has a results table."""
-    if resume:
-        recorded(study_dir)  # exists, readable, created here
-    elif holds_results:
+    Returns a resumed study's study.json (`recorded`), None for a new study."""
+    record = recorded(study_dir) if resume else None  # exists, readable, created here
+    if not resume and (study_dir / RESULTS).is_file():
         raise ConfigError(f"{study_dir} already holds a study; pass --resume to continue it or choose another --name")
     try:
         study_dir.mkdir(parents=True, exist_ok=True)
@@ -38,6 +37,7 @@ def check_study_dir(study_dir: Path, resume: bool, holds_results: bool, min_free
     free_mb = shutil.disk_usage(study_dir).free / 2**20
     if free_mb < min_free_mb:
         raise ConfigError(f"study directory {study_dir}: only {free_mb:.0f} MB free, need >= {min_free_mb} MB")
+    return record
 
 
 def describe(config: dict[str, Any], backbone: str, study_dir: Path) -> dict[str, Any]:

@@ -327,14 +327,14 @@ def test_unwritable_or_full_study_directory_is_detected_before_any_trial(tmp_pat
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="is not writable"):
-        study_dir.check_study_dir(blocker / "study", resume=False, holds_results=False)  # a file where a dir must go
+        study_dir.check_study_dir(blocker / "study", resume=False)  # a file where a directory must go
 
     class Usage:
         free = 50 * 2**20
 
     monkeypatch.setattr(study_dir.shutil, "disk_usage", lambda path: Usage)
     with pytest.raises(ConfigError, match="only 50 MB free, need >= 200 MB"):
-        study_dir.check_study_dir(tmp_path / "study", resume=False, holds_results=False)
+        study_dir.check_study_dir(tmp_path / "study", resume=False)
 
 
 def test_seed_flag_sets_every_trial_seed_and_the_sampler_seed(bench, tokenizer_dir, tmp_path):

@@ -145,11 +145,13 @@ class TaskDataset(Dataset):
         weight = ex.targets[target] if self.task.weighted else 1.0
         return ex, feats, target, weight
 
-    def check_features(self) -> None:
-        """Check that every referenced image or video exists with the right shape."""
-        for ex in self.examples:
-            for img in ex.images:
-                self.stores[ex.feature_dir].check(img)
+    def check_features(self) -> int:
+        """Check that every referenced image or video exists with the right shape (each file once); returns
+        how many distinct files were checked."""
+        files = {(ex.feature_dir, img) for ex in self.examples for img in ex.images}
+        for feature_dir, img in sorted(files):
+            self.stores[feature_dir].check(img)
+        return len(files)
 
 
 class Collator:
@@ -200,9 +202,8 @@ def check_data(cfg: DataConfig, feat_dim: int, address: str | None = None) -> st
     for name in cfg.tasks:
         for split in ("train", "val"):
             dataset = build_dataset(cfg, get_task(name), split, feat_dim)
-            dataset.check_features()
+            files += dataset.check_features()
             examples += len(dataset)
-            files += len({img for ex in dataset.examples for img in ex.images})
     return f"data checked: {examples} examples and {files} feature files of {', '.join(cfg.tasks)} under {cfg.root}"
 
 

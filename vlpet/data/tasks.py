@@ -206,9 +206,11 @@ def load_gqa(root: Path, name: str) -> list[Example]:
     """GQA split `name` (train/valid read VG features, testdev/submit GQA features)."""
     path = root / "GQA" / f"{name}.json"
     feats = VG_FEATS if name in ("train", "valid") else GQA_FEATS
-    return [Example(str(e["question_id"]), (e["img_id"],), feats, text_field(e, "sent", path, i), label_field(e, path, i),
-                    label_field(e, path, i))
-            for i, e in enumerate(_entries(path, ("img_id", "question_id", "sent", "label")))]
+    out = []
+    for i, e in enumerate(_entries(path, ("img_id", "question_id", "sent", "label"))):
+        label = label_field(e, path, i)
+        out.append(Example(str(e["question_id"]), (e["img_id"],), feats, text_field(e, "sent", path, i), label, dict(label)))
+    return out
 
 
 def load_nlvr(root: Path, name: str) -> list[Example]:
