@@ -6,14 +6,20 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: setup run test clean
 
+# pip -qq: errors only (they still stop make); the machine's pip config can add a warning per package otherwise
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# torch first and exact: the CPU wheel on local disk here, before anything can pull a CUDA build
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]"
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	@echo "setup 1/4: virtual environment in $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "setup 2/4: pip"
+	@$(BIN)/pip install -qq --upgrade pip
+	@# torch first and exact: the CPU wheel on local disk here, before anything can pull a CUDA build
+	@echo "setup 3/4: torch 2.13.0 (CPU build)"
+	@$(BIN)/pip install -qq torch==2.13.0
+	@echo "setup 4/4: vlpet-studies and its pinned dependencies (Ray, Optuna, transformers, ...)"
+	@$(BIN)/pip install -qq -e ".[test]"
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+	@echo "setup done: commands in $(BIN) (vlpet-study, vlpet-train, vlpet-report, vlpet-params, vlpet-dashboard, ...)"
 
 setup: $(STAMP)
 

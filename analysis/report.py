@@ -1,7 +1,7 @@
 """The study report: frontier plots, CSV tables and report.md with the paper's Table 2 (and Table 9 for
 studies of VL-PET's designs on other methods) beside the results.
 
-    python -m analysis.report <study_dir> [--backbone bart-base|t5-base] [--no-png]
+    vlpet-report runs/studies/embedded [--backbone bart-base|t5-base] [--no-png]    # = python -m analysis.report
 
 Reads `<study_dir>/results.parquet` (or results.csv) and writes `<study_dir>/report/`. The paper table is
 picked by `--backbone`, else the "backbone" key of `<study_dir>/study.json`, else bart-base.
@@ -37,11 +37,11 @@ def write_report(study_dir: str | Path, backbone: str | None = None, png: bool =
     trials.csv, front.csv, best_per_variant.csv, hypervolume.csv and report.md. Raises AnalysisError when the
     table is missing, empty or lacks a required column; every lesser gap is reported in report.md.
     """
-    return _write(Path(study_dir), backbone, png)[0]
+    return build_report(Path(study_dir), backbone, png)[0]
 
 
-def _write(study_dir: Path, backbone: str | None, png: bool) -> tuple[Path, FrontierResult]:
-    """`write_report`, also returning the analysis for the CLI's summary."""
+def build_report(study_dir: Path, backbone: str | None = None, png: bool = True) -> tuple[Path, FrontierResult]:
+    """`write_report`, also returning the analysis (for the summaries that the commands print)."""
     results = load_results(study_dir)
     backbone, source = (backbone, "--backbone") if backbone else _study_backbone(study_dir)
     backbone = resolve_backbone(backbone)
@@ -74,8 +74,9 @@ def _write(study_dir: Path, backbone: str | None, png: bool) -> tuple[Path, Fron
     return report, result
 
 
-def summary_lines(result: FrontierResult) -> list[str]:
-    """A few lines on the study: trials by status, compute, the front and its hypervolume."""
+def summary_lines(result: FrontierResult, front: bool = True) -> list[str]:
+    """A few lines on the study: trials by status, compute, the front (unless `front` is false: shown as a
+    table by the caller) and its hypervolume."""
     trials = result.trials
     counts = ", ".join(f"{n} {s}" for s, n in trials["status"].value_counts().items())
     lines = [(f"trials: {len(trials)} ({counts}); full-fidelity: {int(trials['full_fidelity'].sum())} trials in "
@@ -85,8 +86,9 @@ def summary_lines(result: FrontierResult) -> list[str]:
         pruned = wall[trials["status"] == "pruned"].sum()
         lines.append(f"compute: {wall.sum() / 3600:.2f} h of trial wall time, {pruned / 3600:.2f} h of it in pruned "
                      "trials")
-    front = ", ".join(f"{r.variant} ({getattr(r, result.params_col):.3g} %)" for r in result.front.itertuples())
-    lines.append(f"frontier: {front or 'empty: no completed full-fidelity trial with a score'}")
+    if front:
+        points = ", ".join(f"{r.variant} ({getattr(r, result.params_col):.3g} %)" for r in result.front.itertuples())
+        lines.append(f"frontier: {points or 'empty: no completed full-fidelity trial with a score'}")
     lines.append(f"hypervolume: {result.hypervolume:,.1f} (reference {_reference(result)})")
     refs = paper_references(result)
     if len(refs):
@@ -120,13 +122,19 @@ def _header(study_dir: Path, result: FrontierResult, backbone: str) -> str:
     return "\n".join(lines)
 
 
-def _frontier_section(result: FrontierResult, out: Path) -> str:
-    """The front with the params budget each front configuration wins, and the plot."""
+def front_table(result: FrontierResult) -> pd.DataFrame:
+    """The front by increasing params (formatted cells): each configuration's scores, the params budgets it
+    is the best choice for (from its own params up to the next one's) and its trials."""
     front, x = result.front, result.params_col
     upper = [*front[x].iloc[1:], result.reference[0]]
-    table = _score_table(front, result).assign(**{
+    return _score_table(front, result).assign(**{
         "wins for budgets (%)": [f"[{_num(p)}, {_num(u)})" for p, u in zip(front[x], upper)],
         "trials": front["trial_ids"]})
+
+
+def _frontier_section(result: FrontierResult, out: Path) -> str:
+    """The front with the params budget each front configuration wins, and the plot."""
+    table = front_table(result)
     return "\n".join([
         "## Efficiency-effectiveness frontier", "",
         ("Full-fidelity configurations (completed at fidelity 1, seeds averaged) that no other configuration beats "
@@ -359,12 +367,12 @@ def _markdown(df: pd.DataFrame) -> str:
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study_dir", type=Path)
     parser.add_argument("--backbone", help="paper table: bart-base or t5-base (default: study.json, else bart-base)")
     parser.add_argument("--no-png", action="store_true", help="skip the static PNG and SVG images")
     args = parser.parse_args(argv)
-    report, result = _write(args.study_dir, args.backbone, png=not args.no_png)
+    report, result = build_report(args.study_dir, args.backbone, png=not args.no_png)
     print(f"report: {report}")
     for line in summary_lines(result) + [f"warning: {w}" for w in result.warnings]:
         print(f"  {line}")

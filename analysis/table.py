@@ -16,7 +16,8 @@ from vlpet.errors import UserError
 
 REQUIRED = ("trial_id", "variant", "status", "epoch")
 # read as text from CSV, so that ids like "007" and JSON configs survive as written
-TEXT_COLUMNS = dict.fromkeys(["trial_id", "variant", "method", "status", "config", "checkpoint_path", "error"], str)
+TEXT_COLUMNS = dict.fromkeys(["trial_id", "variant", "method", "status", "config", "checkpoint_path", "log_path",
+                               "error"], str)
 # column -> what is lost when it is absent (the stand-in is filled by `_fill_optional`)
 OPTIONAL = {
     "config": "each trial counts as its own configuration (seeds are not aggregated)",

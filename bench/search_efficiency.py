@@ -67,6 +67,8 @@ def study_data(epochs: int) -> dict[str, Any]:
 
 def record_grid(data: dict[str, Any], grid_dir: Path) -> pd.DataFrame:
     """Train every grid point to the last epoch (or finish an interrupted grid); the results table."""
+    from rich.console import Console
+
     from studies.study import Study
     from studies.study_config import study_from_dict
 
@@ -77,7 +79,7 @@ def record_grid(data: dict[str, Any], grid_dir: Path) -> pd.DataFrame:
     runs = [cfg.describe_trial(v, {"rank": r, "lr": lr, **FIXED})
             for v, r, lr in itertools.product(VARIANTS, GRID["rank"], GRID["lr"])]
     print(f"grid: {len(runs)} trials x {cfg.run.train.epochs} epochs under {grid_dir} (resumable)", flush=True)
-    study = Study(cfg, grid_dir, resume=True)
+    study = Study(cfg, grid_dir, resume=True, console=Console())  # hours on CPU: show the progress
     study.run_points("grid", runs)
     return study.table.frame()
 
@@ -122,7 +124,7 @@ def run_arm(data: dict[str, Any], arm: tuple[str, str, int | None], seed: int, t
     study_dir = root / cfg.settings.name
     study_dir.mkdir()
     trainable = tune.with_resources(tune.with_parameters(replay, grid=grid), {"cpu": 1})
-    study = Study(cfg, study_dir, trainable=trainable, log=False)
+    study = Study(cfg, study_dir, trainable=trainable)
     study.search(trials_per_variant(cfg.settings))
     return study.table.frame()
 

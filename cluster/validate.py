@@ -11,7 +11,7 @@ the installed one, and no Ray port or SSH reachable from the whole internet.
 
 KubeRay manifests get structural checks only (no CRD schema is available offline).
 
-Usage: python -m cluster.validate cluster/*.yaml cluster/kuberay/*.yaml
+    vlpet-cluster-validate cluster/*.yaml cluster/kuberay/*.yaml     # = python -m cluster.validate
 """
 
 from __future__ import annotations
@@ -454,7 +454,7 @@ def validate_file(path: str | Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Validate each file, print OK or the error per file; exit status 1 when any file is invalid."""
-    parser = argparse.ArgumentParser(prog="python -m cluster.validate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", type=Path, help="launcher YAMLs and/or KubeRay manifests")
     args = parser.parse_args(argv)
     failed = 0

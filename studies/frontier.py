@@ -1,7 +1,10 @@
 """The product's main job: efficiency-effectiveness frontiers of VL-PET and PET baselines.
 
-    python studies/frontier.py                                   # embedded default: CPU, minutes
-    python studies/frontier.py --config studies/configs/paper_bart_base.yaml --address auto
+    vlpet-study                                                  # embedded default: CPU, minutes
+    vlpet-study --config studies/configs/paper_bart_base.yaml --address auto
+    vlpet-study --resume --study-dir runs/studies/embedded       # continue a stopped study
+
+(`vlpet-study` is `python studies/frontier.py`.)
 
 Per variant, a Ray Tune study searched by multi-objective Optuna (max score, min trainable params)
 with Pareto-rank early stopping, beside the paper's hand-picked configurations (studies/study.py). Ends by writing the frontier report.
@@ -104,31 +107,36 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cfg = load_config(args)
         study_dir = args.study_dir or Path("runs/studies") / cfg.settings.name
+    from rich.console import Console
+
+    from studies.console import route_driver_logs, study_header, study_summary
     from studies.interrupts import StudyInterrupted
     from studies.results_table import RESULTS
     from studies.study import run_study
     from studies.study_dir import check_study_dir
+    from vlpet.data.dataset import check_data
 
     check_study_dir(study_dir.resolve(), args.resume)
     if args.address:
         check_address(args.address)
-    print(f"study {cfg.settings.name}: variants {', '.join(cfg.settings.variants)}; "
-          f"{cfg.settings.trials_per_variant} trials each; dir {study_dir}", flush=True)
-    from vlpet.data.dataset import check_data
-
-    print(check_data(cfg.run.data, cfg.run.backbone.feat_dim, args.address), flush=True)
-    connect(args.address, args.num_cpus)
+    console = Console(highlight=False, soft_wrap=True)
+    data = check_data(cfg.run.data, cfg.run.backbone.feat_dim, args.address)
+    for line in study_header(cfg, study_dir, data):
+        console.print(line, markup=False)
+    route_driver_logs(study_dir)
+    connect(args.address, args.num_cpus, log_to_driver=False)  # the trials' output is in their logs
     try:
-        run_study(cfg, study_dir, args.storage_path, args.resume)
+        run_study(cfg, study_dir, args.storage_path, args.resume, console=console)
     except StudyInterrupted as stop:
         print(f"study interrupted ({stop}): every finished epoch is in {study_dir / RESULTS}; no report written.\n"
               f"resume with: python studies/frontier.py --resume --study-dir {study_dir}", file=sys.stderr)
         return stop.exit_code
     if not args.no_report:
-        from analysis.report import write_report
+        from analysis.report import build_report
 
-        report = write_report(study_dir, backbone=f"{cfg.family}-base")
-        print(f"frontier report: {report}")
+        report, result = build_report(study_dir, backbone=f"{cfg.family}-base")
+        for line in study_summary(study_dir, report, result):
+            console.print(line, markup=False)
     return 0
 
 

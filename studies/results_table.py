@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray import tune
 
+from studies.trial import trial_log_path
 from vlpet.results import (
     COMPLETED,
     FAILED,
@@ -47,10 +48,9 @@ class ResultsTable(tune.Callback):
     unpickles when a study is restored writes to the same table instead of an outdated one.
     """
 
-    def __init__(self, study_dir: Path, phase: str, devices_per_trial: float, log: bool = True,
-                 study_id: str | None = None):
+    def __init__(self, study_dir: Path, phase: str, devices_per_trial: float, study_id: str | None = None):
         self.path = study_dir / RESULTS
-        self.phase, self.devices_per_trial, self.log, self.study_id = phase, devices_per_trial, log, study_id
+        self.phase, self.devices_per_trial, self.study_id = phase, devices_per_trial, study_id
 
     def _rows(self) -> dict[tuple[str, int], dict[str, Any]]:
         if not self.path.is_file():
@@ -72,6 +72,7 @@ class ResultsTable(tune.Callback):
         tune_checkpoint = result.get("checkpoint_dir_name")
         row["checkpoint_path"] = result.get("checkpoint_path") or (f"{trial.path}/{tune_checkpoint}" if tune_checkpoint
                                                                    else "")
+        row["log_path"] = str(trial_log_path(self.path.parent, trial.trial_id))
         return row
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
@@ -79,10 +80,6 @@ class ResultsTable(tune.Callback):
         rows = self._rows()
         rows[(row["trial_id"], int(row["epoch"] or 0))] = row
         self._write(rows)
-        if self.log and row["status"] != SKIPPED:
-            score = "not validated" if pd.isna(row["score"]) else f"{row['score']:.2f}"
-            print(f"[{row['variant']}] trial {trial.trial_id} epoch {row['epoch']}/{row['max_epochs']} "
-                  f"score {score} params {row['params_pct']:.2f} %", flush=True)
 
     def _finish(self, trial: Any, status: str, error: str = "") -> None:
         rows = self._rows()

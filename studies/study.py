@@ -23,9 +23,11 @@ from typing import Any
 import pandas as pd
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
+from rich.console import Console
 
 from analysis.pareto import pareto_front
 from studies import study_dir as study_dirs
+from studies.console import ConsoleCallback, StudyConsole
 from studies.interrupts import GracefulStop
 from studies.results_table import RESULTS, ResultsTable, results_study_id
 from studies.schedulers import study_scheduler
@@ -42,8 +44,8 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def study_trainable(cfg: StudyConfig, storage_path: str) -> Any:
-    """The Tune trainable of every trial: `run_trial`. An in-process trial holds its worker's CPUs and
+def study_trainable(cfg: StudyConfig, storage_path: str, study_dir: Path) -> Any:
+    """The Tune trainable of every trial: `run_trial`, its output in the trial's log under `study_dir`. An in-process trial holds its worker's CPUs and
     GPUs itself; a worker-group trial only waits on its TorchTrainer (checkpoints under
     <storage_path>/train), so it holds no CPU, a token of memory (Ray refuses empty bundles)."""
     t = cfg.run.train
@@ -51,7 +53,8 @@ def study_trainable(cfg: StudyConfig, storage_path: str) -> Any:
     bundle = ({"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})} if in_process
               else {"CPU": 0, "memory": 2**20})
     trainable = tune.with_parameters(run_trial, max_params=cfg.settings.max_params,
-                                     train_storage=f"{storage_path.rstrip('/')}/train", in_process=in_process)
+                                     train_storage=f"{storage_path.rstrip('/')}/train", in_process=in_process,
+                                     study_dir=str(study_dir))
     return tune.with_resources(trainable, tune.PlacementGroupFactory([bundle]))
 
 
@@ -69,19 +72,21 @@ class Study:
     """One study: its config, its directory (results table, Optuna storage, study.json), where Tune keeps
     its state, the trainable of its trials, and the phases that fill the results table.
 
-    `trainable` and `log` are for benchmarks that replay recorded trials instead of training them.
+    `console`: where the study's progress is shown (`studies.console`; default: quiet, as benchmarks and
+    tests want it). `trainable` is for benchmarks that replay recorded trials instead of training them.
     Expects Ray to be initialised (see studies.ray_cluster.connect)."""
 
     def __init__(self, cfg: StudyConfig, study_dir: Path, storage_path: str | None = None, resume: bool = False,
-                 trainable: Any = None, log: bool = True):
+                 trainable: Any = None, console: Console | None = None):
         self.cfg, self.dir, self.resume = cfg, Path(study_dir).resolve(), resume
         self.storage_path = storage_path or str(self.dir / "ray")
-        self.trainable = trainable or study_trainable(cfg, self.storage_path)
+        self.trainable = trainable or study_trainable(cfg, self.storage_path, self.dir)
         recorded = study_dirs.check_study_dir(self.dir, resume)
         self.record = recorded if resume else study_dirs.describe(cfg.to_dict(), f"{cfg.family}-base", self.dir)
         t = cfg.run.train
-        self.table = ResultsTable(self.dir, SEARCH, t.num_workers * max(t.gpus_per_worker, 1.0), log=log,
+        self.table = ResultsTable(self.dir, SEARCH, t.num_workers * max(t.gpus_per_worker, 1.0),
                                   study_id=self.record.get("study_id") or results_study_id(self.dir / RESULTS))
+        self.console = StudyConsole(self.table, console or Console(quiet=True))
         self.stopper = DeviceHoursStopper(self.table, cfg.settings.gpu_hours)
         self.stop = GracefulStop()
 
@@ -98,21 +103,17 @@ class Study:
     def _phases(self) -> pd.DataFrame:
         s = self.cfg.settings
         start = time.perf_counter()
-        trials = trials_per_variant(s)
-        print(f"== search: {', '.join(f'{v} {n}' for v, n in trials.items())} trials (Optuna "
-              f"{sampler_for_budget(s.sampler, s.trials_per_variant)}, early stopping {s.early_stopping}; "
-              f"{s.max_concurrent_trials} at a time)", flush=True)
-        self.search(trials)
+        self.search(trials_per_variant(s))
         if s.paper_reference and not self.stopper.stop_all():
             self.run_reference()
         if self.stopper.stop_all():
-            print("device-hour budget spent: no seed re-runs", flush=True)
+            self.console.print("device-hour budget spent: no seed re-runs")
         elif s.seeds > 1:
             self.run_seeds()
         frame = self.table.frame()
         frame.to_csv(self.dir / "results.csv", index=False)
-        print(f"study {s.name}: {frame['trial_id'].nunique()} trials in {time.perf_counter() - start:.0f} s; "
-              f"results in {self.table.path}", flush=True)
+        self.console.print(f"== study {s.name}: {frame['trial_id'].nunique()} trials in "
+                           f"{time.perf_counter() - start:.0f} s; results in {self.table.path}")
         return frame
 
     def search(self, trials: dict[str, int]) -> None:
@@ -125,13 +126,17 @@ class Study:
         tune_config = self._tune_config(search_alg=ConcurrencyLimiter(searcher, s.max_concurrent_trials),
                                         scheduler=study_scheduler(s, self.cfg.run.train.epochs),
                                         num_samples=sum(trials.values()), time_budget_s=s.time_budget_s)
-        self._fit(SEARCH, tune_config)
+        title = (f"search: {', '.join(f'{v} {n}' for v, n in trials.items())} trials (Optuna "
+                 f"{sampler_for_budget(s.sampler, s.trials_per_variant)}, early stopping {s.early_stopping}; "
+                 f"{s.max_concurrent_trials} at a time)")
+        self._fit(SEARCH, tune_config, sum(trials.values()), title)
 
-    def run_points(self, name: str, runs: list[TrialRun]) -> None:
+    def run_points(self, name: str, runs: list[TrialRun], title: str | None = None) -> None:
         """Train given trials (`StudyConfig.describe_trial`) to full fidelity, no search: Tune's grid search
         over them in the experiment `name` (seed re-runs; the exhaustive grid of bench/search_efficiency.py)."""
         tune_config = self._tune_config(max_concurrent_trials=self.cfg.settings.max_concurrent_trials)
-        self._fit(name, tune_config, {RUN: tune.grid_search(runs)})
+        self._fit(name, tune_config, len(runs), title or f"{name}: {len(runs)} trials",
+                  {RUN: tune.grid_search(runs)})
 
     def run_reference(self) -> None:
         """Train each variant's paper configuration (`StudyConfig.paper_trials`) that the search did not
@@ -141,9 +146,8 @@ class Study:
                                               for _, r in final_rows(frame).iterrows() if r["phase"] == SEARCH}
         runs = [r for r in self.cfg.paper_trials() if self._run_key(r["search"], r["params"]) not in searched]
         if runs:
-            print(f"== the paper's configurations: {', '.join(r['variant'] for r in runs)} (reference points)",
-                  flush=True)
-            self.run_points(REFERENCE, runs)
+            self.run_points(REFERENCE, runs, f"the paper's configurations: {', '.join(r['variant'] for r in runs)} "
+                                             "(reference points)")
 
     def _run_key(self, variant_name: str, params: dict[str, Any]) -> str:
         """What a trial trains, whatever the way its parameters were written: its method and lr."""
@@ -156,8 +160,8 @@ class Study:
         base, seeds = self.cfg.run.train.seed, self.cfg.settings.seeds
         runs = [self.cfg.describe_trial(p["search"], p["params"], base + k) for p in points for k in range(1, seeds)]
         if runs:
-            print(f"re-running {len(points)} frontier configurations with {seeds - 1} extra seed(s)", flush=True)
-            self.run_points(SEEDS, runs)
+            self.run_points(SEEDS, runs, f"seeds: the {len(points)} front configurations with {seeds - 1} extra "
+                                         "seed(s)")
 
     def restoring(self, name: str) -> bool:
         """Whether experiment `name` continues from its saved Tune state (then a new searcher is not used)."""
@@ -170,23 +174,29 @@ class Study:
         return tune.TuneConfig(trial_dirname_creator=trial_dirname, reuse_actors=self.cfg.run.train.in_trial_process,
                                **options)
 
-    def _fit(self, name: str, tune_config: tune.TuneConfig, param_space: dict | None = None) -> None:
-        """Run experiment `name` (its rows are phase `name` of the table), or continue its saved state."""
+    def _fit(self, name: str, tune_config: tune.TuneConfig, total: int, title: str,
+             param_space: dict | None = None) -> None:
+        """Run experiment `name` of `total` trials (its rows are phase `name` of the table), or continue its saved
+        state, its progress on the console under `title`."""
         self.stop.check()
         self.table.phase = name
-        if self.restoring(name):
-            tuner = tune.Tuner.restore(self._experiment_path(name), trainable=self.trainable, resume_unfinished=True,
-                                       resume_errored=True)
-        else:
-            run_config = tune.RunConfig(
-                name=name, storage_path=self.storage_path, callbacks=[self.table], stop=self.stopper,
-                failure_config=tune.FailureConfig(max_failures=self.cfg.settings.max_failures), verbose=0,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2))  # an in-process trial's: the 2 latest epochs
-            tuner = tune.Tuner(self.trainable, tune_config=tune_config, param_space=param_space, run_config=run_config)
-        tuner.fit()
+        with self.console.phase(name, total, title):
+            self._tuner(name, tune_config, param_space).fit()
         self.stop.check()
 
+    def _tuner(self, name: str, tune_config: tune.TuneConfig, param_space: dict | None) -> tune.Tuner:
+        if self.restoring(name):
+            return tune.Tuner.restore(self._experiment_path(name), trainable=self.trainable, resume_unfinished=True,
+                                      resume_errored=True)
+        # the table before the console: a trial's console line is read from its final row
+        run_config = tune.RunConfig(
+            name=name, storage_path=self.storage_path, callbacks=[self.table, ConsoleCallback()], stop=self.stopper,
+            failure_config=tune.FailureConfig(max_failures=self.cfg.settings.max_failures), verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2))  # an in-process trial's: the 2 latest epochs
+        return tune.Tuner(self.trainable, tune_config=tune_config, param_space=param_space, run_config=run_config)
 
-def run_study(cfg: StudyConfig, study_dir: Path, storage_path: str | None = None, resume: bool = False) -> pd.DataFrame:
+
+def run_study(cfg: StudyConfig, study_dir: Path, storage_path: str | None = None, resume: bool = False,
+              console: Console | None = None) -> pd.DataFrame:
     """Run (or resume) the study of `cfg` in `study_dir`: `Study(...).run()`."""
-    return Study(cfg, study_dir, storage_path, resume).run()
+    return Study(cfg, study_dir, storage_path, resume, console=console).run()

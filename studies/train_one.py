@@ -1,7 +1,7 @@
 """Train one configuration (backbone + PET method + data + optimisation) as a Ray Train run, without
 a search. With no --config it trains VL-PET-large on the embedded benchmark.
 
-    python studies/train_one.py [--config studies/configs/embedded_run.yaml] [--address HOST:PORT]
+    vlpet-train [--config studies/configs/embedded_run.yaml] [--address HOST:PORT]    # = python studies/train_one.py
 
 Progress (epoch, step, loss, examples/s, per-task scores) is printed by the workers; adapter-only
 checkpoints land under <storage-path>/<name>/. Re-running with the same --name resumes from the

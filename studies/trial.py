@@ -1,37 +1,55 @@
 """The Tune trial function: a trial trains in its own process (`train.runner` trial, the default for one
 worker) or waits on a Ray Train worker group (`workers`, for DDP). Module import stays light (no
 transformers, no model code): a worker-group trial never needs them, and an in-process trial imports
-them once per process, which then serves the study's next trials (Tune's `reuse_actors`)."""
+them once per process, which then serves the study's next trials (Tune's `reuse_actors`).
+
+Each trial's output (progress, warnings, the caption tokenizer's) goes to its own log, `trial_log_path`: the
+study's console shows one line per trial and the table's `log_path` says where the rest is."""
 
 from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 from typing import Any
 
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from vlpet.output import output_to
 from vlpet.results import SKIPPED, trial_run
 from vlpet.train.ray_trainer import make_trainer
 
+LOGS = "logs"  # the study directory's folder of trial logs
 
-def run_trial(config: dict[str, Any], max_params: int | None, train_storage: str, in_process: bool) -> None:
+
+def trial_log_path(study_dir: str | Path, trial_id: str) -> Path:
+    """Where trial `trial_id` of the study in `study_dir` writes its output (on the node that runs it: on a
+    multi-node cluster, the study directory is the driver's path, shared or on that node's disk)."""
+    return Path(study_dir) / LOGS / f"trial_{trial_id}.log"
+
+
+def run_trial(config: dict[str, Any], max_params: int | None, train_storage: str, in_process: bool,
+              study_dir: str | None = None) -> None:
     """Skip a configuration over the parameter budget (no compute spent), else train it, reporting every
-    epoch to Tune with its checkpoint. A retried or resumed trial continues from its latest checkpoint."""
+    epoch to Tune with its checkpoint. A retried or resumed trial continues from its latest checkpoint.
+    With `study_dir`, the trial's output goes to its log there (`trial_log_path`)."""
     submitted_at = time.time()
     run = trial_run(config)
     if max_params is not None and run["trainable"] > max_params:
         tune.report({"status": SKIPPED, "epoch": 0, "fidelity": 0.0, "score": 0.0, "params": run["trainable"],
                      "total_params": run["total"], "params_pct": run["params_pct"]})
         return
+    trial_id = tune.get_context().get_trial_id()
+    log = trial_log_path(study_dir, trial_id) if study_dir else None
     if in_process:
-        train_in_process(run["spec"], submitted_at)
+        with output_to(log):
+            train_in_process(run["spec"], submitted_at)
         return
     # a worker group: its checkpoints live under the run name (the trial id), its reports reach Tune
-    # through TuneReportCallback
-    trial_id = tune.get_context().get_trial_id()
-    make_trainer(run["spec"], train_storage, f"trial_{trial_id}", callbacks=[TuneReportCallback()]).fit()
+    # through TuneReportCallback, its workers write to the trial's log
+    make_trainer(run["spec"], train_storage, f"trial_{trial_id}", callbacks=[TuneReportCallback()],
+                 log_path=log).fit()
 
 
 def train_in_process(spec: dict[str, Any], submitted_at: float) -> None:

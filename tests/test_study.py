@@ -362,7 +362,7 @@ def test_a_reused_trial_process_starts_every_trial_clean(ray_local, bench, token
     runs = [cfg.describe_trial(v, cfg.first_point(v)[1]) for v in ("vlpet-large", "lora", "vlpet-large")]
     study_dir = tmp_path / "study"
     study_dir.mkdir()
-    Study(cfg, study_dir, log=False).run_points("reuse", runs)
+    Study(cfg, study_dir).run_points("reuse", runs)
     table = pd.read_parquet(study_dir / "results.parquet").sort_values("started_at", kind="stable")
     order = list(dict.fromkeys(table["trial_id"]))
     assert table.groupby("trial_id")["variant"].first()[order].tolist() == ["vlpet-large", "lora", "vlpet-large"]

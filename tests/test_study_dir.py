@@ -28,7 +28,7 @@ def made_study(bench, tokenizer_dir, tmp_path):
     study_dir.mkdir()
     record = describe(cfg.to_dict(), "bart-base", study_dir)
     write(study_dir, record)
-    ResultsTable(study_dir, "search", 1.0, log=False, study_id=record["study_id"])._write(
+    ResultsTable(study_dir, "search", 1.0, study_id=record["study_id"])._write(
         {("a", 1): {"trial_id": "a", "epoch": 1, "score": 50.0}})
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(study_dict(bench, tokenizer_dir)))
@@ -68,7 +68,7 @@ def test_a_copied_study_and_a_foreign_results_table_are_refused_before_anything_
     assert f"was created in {study_dir}" in capsys.readouterr().err
     assert (study_dir / RESULTS).read_bytes() == before
 
-    ResultsTable(study_dir, "search", 1.0, log=False, study_id="another")._write({("b", 1): {"trial_id": "b"}})
+    ResultsTable(study_dir, "search", 1.0, study_id="another")._write({("b", 1): {"trial_id": "b"}})
     with pytest.raises(ConfigError, match=r"results.parquet belongs to another study \(id another"):
         recorded(study_dir)
     (study_dir / "study.json").write_text("{not json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,9 @@ import yaml
 from tests.test_study import final_rows, study_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+# what Ray, Tune and the workers print on a driver's console when left to it
+RAY_OUTPUT = re.compile(r"\((run_trial|raylet|TrainController|\w+) pid=|\b(INFO|WARNING|ERROR)\b|core_worker|"
+                        r"Configuration for experiment|TrainingReport|View detailed results|tensorboard|PTBTokenizer")
 
 
 def _run_frontier(config: Path, study_dir: Path, *extra: str) -> subprocess.Popen:
@@ -115,5 +119,12 @@ def test_interrupted_study_exits_130_and_resumes_from_its_directory_alone(bench,
     assert sorted(table.groupby("trial_id")["epoch"].apply(sorted).tolist()) == [[1, 2, 3], [1, 2, 3]]
     final = final_rows(table)
     assert (final["status"] == "completed").all()
+    # the console holds the study's own lines only; Ray's, Tune's and the workers' output is in the logs
+    console = resumed.stdout + resumed.stderr
+    assert not RAY_OUTPUT.search(console), console
+    assert re.search(r"vlpet-large .* score +\d+\.\d\d +params .* completed", console), console
+    for log in final["log_path"]:  # each trial's own output, the interrupted one's before and after the resume
+        assert "training vlpet-large on" in Path(log).read_text()
+    assert "Started a local Ray instance" in (study_dir / "logs" / "driver.log").read_text()
     kept = before.merge(table, on=["trial_id", "epoch"], suffixes=("_before", ""))
     assert len(kept) == len(before)  # every epoch finished before the interrupt is still there

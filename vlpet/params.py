@@ -4,7 +4,8 @@ Counted as the paper's code does: percent = trainable / total x 100 over the fin
 where total includes the resized vocabulary, the visual embedding and every added PET module; tied
 tensors count once and buffers not at all.
 
-    python -m vlpet.params --backbone bart-base      # every variant, built on the meta device
+    vlpet-params --backbone bart-base                     # every variant, built on the meta device
+    vlpet-params --backbone t5-base --variant vlpet-large   # one variant's breakdown (= python -m vlpet.params)
 """
 
 from __future__ import annotations

