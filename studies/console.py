@@ -91,7 +91,8 @@ class _LiveView(Progress):
         self.view = view  # before Progress's own set-up, which renders once
         super().__init__(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                          TextColumn("{task.fields[states]}"), TimeElapsedColumn(), TextColumn("elapsed, about"),
-                         TimeRemainingColumn(), TextColumn("left"), console=view.console, refresh_per_second=2)
+                         TimeRemainingColumn(), TextColumn("left"), console=view.console, refresh_per_second=2,
+                         transient=True)  # at the end of the phase its closing progress line stays instead
 
     def get_renderables(self) -> Iterator[RenderableType]:
         yield Group(self.make_tasks_table(self.tasks), self.view.standings_view)

@@ -124,7 +124,7 @@ def test_interrupted_study_exits_130_and_resumes_from_its_directory_alone(bench,
     assert not RAY_OUTPUT.search(console), console
     assert re.search(r"vlpet-large .* score +\d+\.\d\d +params .* completed", console), console
     for log in final["log_path"]:  # each trial's own output, the interrupted one's before and after the resume
-        assert "training vlpet-large on" in Path(log).read_text()
+        assert "training vlpet on tiny-bart" in Path(log).read_text()
     assert "Started a local Ray instance" in (study_dir / "logs" / "driver.log").read_text()
     kept = before.merge(table, on=["trial_id", "epoch"], suffixes=("_before", ""))
     assert len(kept) == len(before)  # every epoch finished before the interrupt is still there
