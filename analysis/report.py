@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis.fronts import FrontierResult, frontier, mean_std, paper_references
 from analysis.hypervolume import hypervolume_2d, hypervolume_history
-from analysis.paper_table import TASKS, paper_table, resolve_backbone
+from analysis.paper_table import TASKS, baselines_note, paper_table, resolve_backbone
 from analysis.plots import frontier_figure, hypervolume_figure, save_figures
 from analysis.table import AnalysisError, load_results
 from vlpet.errors import entry_point
@@ -269,7 +269,8 @@ def _paper_section(result: FrontierResult, backbone: str) -> str:
          "configuration per variant in this study. On the embedded synthetic benchmark the absolute numbers (and the "
          "params % of a small model) differ from the paper's, so compare the *shape*: which variants rank where by "
          "score and by params, and which variant wins under each params budget."), "",
-        "Cells are paper / ours.", "",
+        ("Cells are paper / ours; the paper's scores are means ± std over its 3 seeds. "
+         + baselines_note(backbone)).strip(), "",
         _markdown(_side_by_side(paper, ours, result)), "",
         "### Ranks (1 = best score, fewest params), over the variants in both", "",
         *_ranks(paper, ours, result), "",
@@ -290,7 +291,9 @@ def _side_by_side(paper: pd.DataFrame, ours: pd.DataFrame, result: FrontierResul
     names = {"params_pct": "Params %", **TASKS, "avg": "Avg"}
     for col, our_col in ours_cols.items():
         values = mine[our_col] if our_col in mine else [np.nan] * len(rows)
-        table[names[col]] = [f"{_num(p)} / {_num(o)}" for p, o in zip(rows[col], values)]
+        stds = rows[f"{col}_std"] if f"{col}_std" in rows else [np.nan] * len(rows)
+        table[names[col]] = [f"{_num(p)}{'' if pd.isna(sd) else f' ± {sd:.2f}'} / {_num(o)}"
+                             for p, sd, o in zip(rows[col], stds, values)]
     return pd.DataFrame(table)
 
 

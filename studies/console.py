@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 from rich.console import Console, Group, RenderableType
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d
@@ -90,8 +90,8 @@ class _LiveView(Progress):
     def __init__(self, view: StudyConsole):
         self.view = view  # before Progress's own set-up, which renders once
         super().__init__(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                         TextColumn("{task.fields[states]}"), TimeElapsedColumn(), TextColumn("elapsed, about"),
-                         TimeRemainingColumn(), TextColumn("left"), console=view.console, refresh_per_second=2,
+                         TextColumn("{task.fields[states]}"), TimeElapsedColumn(), TextColumn("{task.fields[left]}"),
+                         console=view.console, refresh_per_second=2,
                          transient=True)  # at the end of the phase its closing progress line stays instead
 
     def get_renderables(self) -> Iterator[RenderableType]:
@@ -130,7 +130,7 @@ class StudyConsole:
         self._phase["done_before"] = self._counts["done"]  # a resumed phase's earlier trials
         if self.live:
             self._progress = _LiveView(self)
-            self._progress.add_task(name, total=total, completed=self._counts["done"], states="")
+            self._progress.add_task(name, total=total, completed=self._counts["done"], states="", left="")
             self._progress.start()
         _view = self
         try:
@@ -163,17 +163,24 @@ class StudyConsole:
     def progress_line(self) -> str:
         """Where the phase stands, in words."""
         c, p = self._counts, self._phase
-        elapsed = time.monotonic() - p["start"]
-        finished_now = c["done"] - p["done_before"]
-        left_s = (elapsed / finished_now * (p["total"] - c["done"])) if finished_now else math.nan
-        left = f" · about {_duration(left_s)} left" if c["done"] < p["total"] and not math.isnan(left_s) else ""
+        left = f" · {self._left()}" if self._left() else ""
         return (f"[{p['name']} {c['done']}/{p['total']} done · {self._running} running · {c[PRUNED]} pruned · "
-                f"{c[FAILED]} failed · {_duration(elapsed)} elapsed{left} · {self._hypervolume_text()}]")
+                f"{c[FAILED]} failed · {_duration(time.monotonic() - p['start'])} elapsed{left} · "
+                f"{self._hypervolume_text()}]")
+
+    def _left(self) -> str:
+        """The time left, estimated from the pace of the trials finished in this run of the phase ('' until one
+        has finished)."""
+        c, p = self._counts, self._phase
+        finished_now = c["done"] - p["done_before"]
+        if not finished_now or c["done"] >= p["total"]:
+            return ""
+        return f"about {_duration((time.monotonic() - p['start']) / finished_now * (p['total'] - c['done']))} left"
 
     def _update_bar(self) -> None:
         c = self._counts
         states = f"{self._running} running, {c[PRUNED]} pruned, {c[FAILED]} failed"
-        self._progress.update(self._progress.task_ids[0], completed=c["done"], states=states)
+        self._progress.update(self._progress.task_ids[0], completed=c["done"], states=states, left=self._left())
 
     def _refresh(self, frame: pd.DataFrame) -> None:
         """From the results table: the phase's counts, and the standings under the live view's bar (the best

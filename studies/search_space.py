@@ -78,6 +78,7 @@ DEFAULT_SPACES: dict[str, dict[str, Dist]] = {
     "compacter": {"reduction_factor": Choice((4, 8, 16)), "hypercomplex_division": Choice((2, 4)),
                   LR: FloatRange(1e-4, 3e-3, log=True)},
     "lora": {"rank": Choice((4, 8, 16, 32, 64, 128)), LR: FloatRange(1e-4, 3e-3, log=True)},
+    "dora": {"rank": Choice((4, 8, 16, 32, 64, 128)), LR: FloatRange(1e-4, 3e-3, log=True)},
     "prompt": {"length": Choice((10, 20, 40, 80)), LR: FloatRange(1e-4, 3e-3, log=True)},
     "hyperformer": {LR: FloatRange(1e-4, 3e-3, log=True)},
     "bitfit": {LR: FloatRange(1e-4, 3e-3, log=True)},

@@ -231,8 +231,8 @@ def test_report_lists_table9_beside_a_designs_study(tmp_path):
     designs.to_parquet(tmp_path / "results.parquet")
     paper = write_report(tmp_path, png=False).read_text().split("## Beside the paper")[1]
     assert paper.startswith(" (Table 2 + Table 9, VL-BART")
-    assert "| Compacter + G_large + LW | compacter+g-large+lw | 3.28 / 3.28 | 65.60 / 78.00 |" in paper
-    assert "| VL-Adapter + G_small + LW | adapter+g-small+lw | 2.98 / — | — / — |" in paper  # Avg only in the paper
+    assert "| Compacter + G_large + LW | compacter+g-large+lw | 3.28 / 3.28 | 65.60 ± 0.15 / 78.00 |" in paper
+    assert "| VL-Adapter + G_small + LW | adapter+g-small+lw | 2.98 / — | 65.56 ± 0.17 / — |" in paper
     assert "| adapter+lw | adapter+lw |" in paper  # ours, not in the paper
     assert paper.count("| Compacter |") == 1  # Table 9 repeats the Table 2 baseline
     assert "| <= 2.07 | compacter+g-middlex+lw (76.76) |" in paper  # Table 9 rows take part in the budgets
@@ -242,7 +242,8 @@ def test_report_backbone_from_study_json(tmp_path):
     sample_study().to_parquet(tmp_path / "results.parquet")
     (tmp_path / "study.json").write_text(json.dumps({"backbone": "t5-base"}))
     text = write_report(tmp_path, png=False).read_text()
-    assert "Table 2, VL-T5" in text and "79.52" in text and "(study.json)" in text
+    assert "Table 2, VL-T5" in text and "79.52 ± 0.21" in text and "(study.json)" in text
+    assert "baseline rows for t5-base are the LST paper's three-seed results" in text
 
 
 def test_report_when_every_trial_failed(tmp_path):

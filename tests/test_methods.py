@@ -16,7 +16,7 @@ from vlpet.methods.variants import variant
 ALL_CONFIGS = [
     {"method": "full"}, {"method": "bitfit"}, {"method": "prompt", "length": 5, "mid_dim": 16},
     {"method": "adapter", "reduction_factor": 8}, {"method": "compacter", "reduction_factor": 8},
-    {"method": "lora", "rank": 8},
+    {"method": "lora", "rank": 8}, {"method": "dora", "rank": 8},
     *({"method": "vlpet", "granularity": g, "rank": 16, "n_heads": 4, "decoder_rank": 8}
       for g in ("small", "middleX", "middleY", "large")),
 ]
@@ -37,6 +37,7 @@ def _expected_trainable(name: str, method: dict, family: str) -> bool:
         "adapter": "pet_" in name or is_norm,
         "compacter": "pet_" in name or is_norm,
         "lora": "pet_lora" in name or is_bias,
+        "dora": "pet_lora" in name or "pet_dora_magnitude" in name or is_bias,
         "vlpet": "pet_" in name or (is_norm and ".encoder." in name),
     }[kind]
 
@@ -68,6 +69,7 @@ def _logits(model, batch, labels):
 
 @pytest.mark.parametrize("method", [
     {"method": "lora", "rank": 8},
+    {"method": "dora", "rank": 8},
     {"method": "bitfit"},
     {"method": "full"},
     {"method": "vlpet", "granularity": "middleY", "rank": 16, "decoder_rank": 8, "zero_init": True, "scale": 1.0},
@@ -141,6 +143,48 @@ def test_lora_matches_peft():
     layer.lora_B["default"].weight.data.copy_(ours.pet_lora_B.weight)
     x = torch.randn(5, 16)
     torch.testing.assert_close(ours(x), layer(x))
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_dora_equals_peft_use_dora_on_a_tiny_vl_bart(train):
+    """Our DoRA and PEFT's LoraConfig(use_dora=True) on the same q/v projections of a tiny VL-BART, with the
+    same (non-trivial) weights: the same logits and the same gradients, in eval mode and in train mode with
+    dropout (one seed for both: the two draw their dropout masks in the same order)."""
+    import copy
+
+    peft = pytest.importorskip("peft")
+    from vlpet.methods.layers import DoRALinear
+
+    ours = apply_method(tiny_model("bart"), method_from_dict({"method": "dora", "rank": 4, "alpha": 8.0, "dropout": 0.1}))
+    theirs = copy.deepcopy(tiny_model("bart"))
+    peft.inject_adapter_in_model(peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, use_dora=True,
+                                                 target_modules=["q_proj", "v_proj"]), theirs.backbone)
+    wrapped = {n: m for n, m in ours.named_modules() if isinstance(m, DoRALinear)}
+    assert len(wrapped) == 2 * 3 * 2  # q and v of the encoder's self, the decoder's self and cross attention
+    g = torch.Generator().manual_seed(1)
+    for name, mine in wrapped.items():
+        layer = theirs.get_submodule(name)
+        with torch.no_grad():  # B != 0 and m != ||W||: the update and the magnitude both matter
+            mine.pet_lora_B.weight.copy_(0.3 * torch.randn(mine.pet_lora_B.weight.shape, generator=g))
+            mine.pet_dora_magnitude.mul_(1 + 0.2 * torch.randn(mine.pet_dora_magnitude.shape, generator=g))
+            layer.lora_A["default"].weight.copy_(mine.pet_lora_A.weight)
+            layer.lora_B["default"].weight.copy_(mine.pet_lora_B.weight)
+            layer.lora_magnitude_vector["default"].weight.copy_(mine.pet_dora_magnitude)
+    batch, labels = tiny_batch()
+    outputs = []
+    for model in (ours, theirs):
+        model.train(train)
+        torch.manual_seed(7)
+        out = model(batch, labels=labels)
+        out.loss.backward()
+        outputs.append(out.logits)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    for name, mine in wrapped.items():
+        layer = theirs.get_submodule(name)
+        torch.testing.assert_close(mine.pet_dora_magnitude.grad, layer.lora_magnitude_vector["default"].weight.grad,
+                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(mine.pet_lora_A.weight.grad, layer.lora_A["default"].weight.grad,
+                                   rtol=1e-4, atol=1e-6)
 
 
 def test_multihead_rank_is_one_projection_and_counts_match():

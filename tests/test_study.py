@@ -24,6 +24,7 @@ from vlpet.errors import ConfigError
 from vlpet.methods import method_from_dict
 from vlpet.methods.layers import GRANULARITIES
 from vlpet.methods.variants import VARIANTS, design_name, paper_setting
+from vlpet.paper_results import TABLE2
 from vlpet.results import RUN
 from vlpet.train.config import RunSpec, load_yaml
 
@@ -249,6 +250,29 @@ def test_paper_bart_base_study_config_validates_with_a_bart_base_stand_in():
         if run["search"].startswith("vlpet") or run["search"] == "full":
             assert key(SimpleNamespace(cfg=study), run["search"], run["params"]) == key(
                 SimpleNamespace(cfg=study), run["search"], study.first_point(run["search"])[1]), run["search"]
+
+
+def test_paper_t5_base_study_config_validates_with_a_t5_base_stand_in():
+    """The paper's T5-base config (t5-base from the hub, offline here) validated with the t5-base preset: the
+    T5 table's variants, and its VL-PET search starts from the T5 scripts' setting, which is also each
+    variant's reference point (no extra trial)."""
+    from studies.study import Study
+
+    data = load_yaml(ROOT / "studies" / "configs" / "paper_t5_base.yaml")
+    assert data["run"]["backbone"]["pretrained"] == "t5-base"
+    data["run"]["backbone"] = {**data["run"]["backbone"], "pretrained": None, "arch": "t5-base"}
+    study = study_from_dict(data)
+    assert study.family == "t5" and set(study.settings.variants) == {row[0] for row in TABLE2["t5-base"]}
+    assert (study.run.backbone.feat_dim, study.run.train.epochs, study.run.data.batch_size) == (2048, 20, 300)
+    for name in ("vlpet-small", "vlpet-middlex", "vlpet-middley", "vlpet-large"):
+        spec = study.trial_spec(name, study.first_point(name)[1])
+        m = spec.method
+        assert (m.rank, m.n_heads, m.gate_rank or m.rank, m.scale, m.decoder_rank, spec.train.lr) == (
+            192, 4, 192, 0.3, 96, 3e-4), name
+    key = Study._run_key
+    for run in study.paper_trials():
+        assert key(SimpleNamespace(cfg=study), run["search"], run["params"]) == key(
+            SimpleNamespace(cfg=study), run["search"], study.first_point(run["search"])[1]), run["search"]
 
 
 def test_paper_settings_scale_sizes_to_the_backbone():

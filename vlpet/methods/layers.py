@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 # The paper's code uses HF's `gelu_new` (tanh approximation) in adapters and gates.
 GELU = nn.GELU(approximate="tanh")
@@ -223,3 +224,29 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + self.pet_lora_B(self.pet_lora_A(self.dropout(x))) * self.scaling
+
+
+class DoRALinear(LoRALinear):
+    """DoRA (Liu et al., ICML 2024): the LoRA-updated weight split into a trained magnitude per output row and
+    its direction, m · (W + s B A) / ||W + s B A||, numerically PEFT's `use_dora=True` LoRA. The norm is
+    treated as a constant (no gradient, DoRA section 4.3). With dropout active the frozen path keeps the
+    undropped input, as PEFT computes it: base(x) + (m / ||.|| - 1) W dropout(x) + m / ||.|| · s B A dropout(x)."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float):
+        super().__init__(base, rank, alpha, dropout)
+        # m starts at the row norms of W + s B A = W (B = 0): the layer starts as the base layer
+        self.pet_dora_magnitude = nn.Parameter(self._weight_norm().clone())
+
+    def _weight_norm(self) -> torch.Tensor:
+        update = self.pet_lora_B.weight @ self.pet_lora_A.weight
+        return torch.linalg.norm(self.base.weight + self.scaling * update, dim=1).detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.pet_dora_magnitude / self._weight_norm()
+        result = self.base(x)
+        dropped = self.dropout(x)
+        if not self.training or self.dropout.p == 0:  # dropout is the identity: reuse the base output
+            frozen = result - self.base.bias if self.base.bias is not None else result
+        else:
+            frozen = F.linear(dropped, self.base.weight)
+        return result + (scale - 1) * frozen + scale * self.pet_lora_B(self.pet_lora_A(dropped)) * self.scaling

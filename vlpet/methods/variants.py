@@ -30,6 +30,8 @@ _BART: dict[str, dict[str, Any]] = {
     "prompt": {"method": "prompt", "length": 40, "mid_dim": 800},
     "compacter": _COMPACTER,
     "lora": {"method": "lora", "rank": 128, "alpha": 32.0},
+    # DoRA's VL-BART runs (Liu et al. 2024, in VL-Adapter's code) take LoRA's setting; not a paper (VL-PET) variant
+    "dora": {"method": "dora", "rank": 128, "alpha": 32.0},
     "adapter": _ADAPTER,
     "hyperformer": {"method": "hyperformer", "reduction_factor": 8, "task_embedding_dim": 512, "hidden_dim": 128,
                     "projected_dim": 8},
