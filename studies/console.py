@@ -263,8 +263,9 @@ def trial_line(row: pd.Series) -> str:
     score = "—" if pd.isna(row.get("score")) else f"{float(row['score']):.2f}"
     what = {COMPLETED: "completed", PRUNED: f"pruned at epoch {_int(row.get('epoch'))}/{_int(row.get('max_epochs'))}",
             FAILED: "FAILED", SKIPPED: "skipped: over the params budget"}.get(status, status)
-    line = (f"  {row['variant']:<14} {short_config(row['config']):<40} score {score:>6}  "
-            f"params {float(row['params_pct']):6.2f} %  {what:<22} {_duration(row.get('wall_time_s'))}")
+    # the hyperparameters last: their length varies, the columns before them line up
+    line = (f"  {row['variant']:<14} score {score:>6}  params {float(row['params_pct']):6.2f} %  {what:<20} "
+            f"{_duration(row.get('wall_time_s')):>6}  {short_config(row['config'])}")
     if status == FAILED:
         line += f"\n      {row.get('error') or 'no error message'}\n      log: {row.get('log_path') or '-'}"
     return line.rstrip()
