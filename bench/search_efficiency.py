@@ -46,7 +46,7 @@ from vlpet.results import REPORT_COLUMNS, final_rows, task_columns, trial_run
 
 VARIANTS = ("vlpet-small", "vlpet-middlex", "vlpet-middley", "vlpet-large")
 GRID = {"rank": (8, 16, 32), "lr": (5e-3, 1e-2)}  # the embedded space's ranks (paper: 96 on d = 768) and lrs
-FIXED = {"n_heads": 4, "decoder_rank": 16, "scale": 1.0}  # the paper's N_h and s; the embedded default r_dec
+FIXED = {"n_heads": 4, "decoder_rank": 16, "scale": 1.0, "shared": True}  # the paper's N_h, s and shared modules; the embedded default r_dec
 # arm -> (study.sampler, study.early_stopping, study.grace_period or None for the study's default)
 ARMS = {"default": ("auto", "pareto", None), "tpe+asha": ("tpe", "asha", 1), "random": ("random", "none", None),
         "random+pareto": ("random", "pareto", None), "default, grace 1": ("auto", "pareto", 1)}

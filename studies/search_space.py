@@ -65,6 +65,7 @@ class IntRange:
 Dist = Choice | FloatRange | IntRange
 LR = "lr"
 METHOD = "method"
+SHARED = "shared"  # one set of modules for all tasks (first: the paper's), or one per task
 DESIGNS = "designs"  # the study variant and space that search module x gate x lightweight
 DESIGN_MODULES = tuple(methods_with(*DESIGN_FIELDS))  # the bottleneck modules with VL-PET's designs
 
@@ -73,10 +74,11 @@ DESIGN_MODULES = tuple(methods_with(*DESIGN_FIELDS))  # the bottleneck modules w
 DEFAULT_SPACES: dict[str, dict[str, Dist]] = {
     "vlpet": {"rank": Choice((8, 16, 32, 48, 64, 96, 128, 192)), "n_heads": Choice((1, 2, 4, 8)),
               "decoder_rank": Choice((16, 32, 64, 96, 128)), "scale": FloatRange(0.25, 1.0),
-              LR: FloatRange(1e-4, 3e-3, log=True)},
-    "adapter": {"reduction_factor": Choice((2, 4, 8, 16, 32)), LR: FloatRange(1e-4, 3e-3, log=True)},
+              SHARED: Choice((True, False)), LR: FloatRange(1e-4, 3e-3, log=True)},
+    "adapter": {"reduction_factor": Choice((2, 4, 8, 16, 32)), SHARED: Choice((True, False)),
+                LR: FloatRange(1e-4, 3e-3, log=True)},
     "compacter": {"reduction_factor": Choice((4, 8, 16)), "hypercomplex_division": Choice((2, 4)),
-                  LR: FloatRange(1e-4, 3e-3, log=True)},
+                  SHARED: Choice((True, False)), LR: FloatRange(1e-4, 3e-3, log=True)},
     "lora": {"rank": Choice((4, 8, 16, 32, 64, 128)), LR: FloatRange(1e-4, 3e-3, log=True)},
     "dora": {"rank": Choice((4, 8, 16, 32, 64, 128)), LR: FloatRange(1e-4, 3e-3, log=True)},
     "prompt": {"length": Choice((10, 20, 40, 80)), LR: FloatRange(1e-4, 3e-3, log=True)},

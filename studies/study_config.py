@@ -23,7 +23,8 @@ from studies.search_space import DESIGNS, LR, METHOD, Choice, Dist, sample, spac
 from vlpet.config_base import Config, bounded
 from vlpet.data.tasks import get_task
 from vlpet.errors import ConfigError, build_dataclass, closest, unknown
-from vlpet.methods import MethodConfig
+from vlpet.methods import METHODS, MethodConfig
+from vlpet.methods.base import field_names
 from vlpet.methods.variants import VARIANTS, design_name, paper_setting, variant
 from vlpet.models import BackboneConfig
 from vlpet.models.vl_model import build_vl_model
@@ -129,7 +130,9 @@ class StudyConfig:
         params = dict(params)
         lr = params.pop(LR, self.run.train.lr)
         base = params.pop(METHOD) if variant_name == DESIGNS else variant_name
-        method = variant(base, self.family, **params)
+        # task-conditioned modules (per-task, Hyperformer) are made for the study's tasks
+        tasks = {"tasks": self.run.data.tasks} if "tasks" in field_names(METHODS[VARIANTS[self.family][base]["method"]]) else {}
+        method = variant(base, self.family, **{**tasks, **params})
         train = {"lr": lr, **({"seed": seed} if seed is not None else {})}
         return RunSpec.from_dict({**self.run.to_dict(), "method": method.to_dict()}).replace(train=train)
 

@@ -240,3 +240,35 @@ def test_registry_and_variants_round_trip():
     assert math.isclose(method_from_dict({"method": "vlpet", "scale": 1}).scale, 1.0)
     with pytest.raises(ConfigError, match="did you mean 'vlpet-large'"):
         variant("vlpet-larg")
+
+
+@pytest.mark.parametrize("method", [{"method": "vlpet", "granularity": "large", "rank": 16, "decoder_rank": 8},
+                                    {"method": "adapter", "reduction_factor": 8, "gate": "large", "lightweight": True},
+                                    {"method": "compacter", "reduction_factor": 8}], ids=["vlpet", "adapter+g", "compacter"])
+def test_per_task_modules_answer_for_the_task_of_the_batch(method):
+    """shared: false gives every task its own modules: a task's batch trains its modules only, and the model
+    refuses a forward pass that names no task."""
+    from vlpet.methods.layers import PerTask
+
+    model = apply_method(tiny_model("bart"), method_from_dict({**method, "shared": False, "tasks": ["vqa", "gqa"]}))
+    assert any(isinstance(m, PerTask) for m in model.modules())
+    batch, labels = tiny_batch()
+    model.set_task("gqa")
+    model(batch, labels=labels).loss.backward()
+    for name, p in model.named_parameters():
+        if ".pet_by_task.gqa." in name:
+            assert p.grad is not None, name
+        elif ".pet_by_task.vqa." in name:
+            assert p.grad is None, name  # the other task's modules took no part
+    model.set_task(None)
+    with pytest.raises(RuntimeError, match=r"per-task modules \(shared: false\) for vqa, gqa: call model.set_task"):
+        model(batch, labels=labels)
+
+
+def test_a_run_whose_tasks_lack_per_task_modules_is_refused():
+    from vlpet.train.config import RunSpec
+
+    with pytest.raises(ConfigError, match=r"vlpet.tasks=\['vqa'\] has no modules for data.tasks \['gqa'\]; set "
+                                          r"vlpet.tasks to \['vqa', 'gqa'\]"):
+        RunSpec.from_dict({"method": {"method": "vlpet", "shared": False, "tasks": ["vqa"]},
+                           "data": {"tasks": ["vqa", "gqa"]}})

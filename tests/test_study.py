@@ -395,3 +395,15 @@ def test_a_reused_trial_process_starts_every_trial_clean(ray_local, bench, token
     metrics = ["loss", *(c for c in table.columns if c.startswith("score"))]
     assert len(first) == 2 and first[metrics].to_numpy().tolist() == repeat[metrics].to_numpy().tolist()
     assert first["checkpoint_path"].map(lambda p: Path(p).is_dir()).all()  # in the trial's Tune storage
+
+
+def test_per_task_modules_are_searched_and_made_for_the_study_s_tasks(bench, tokenizer_dir):
+    """`shared` is in the bottleneck methods' default spaces (first: the paper's shared modules); a per-task
+    trial gets one set of modules for each task of the study and counts them all."""
+    cfg = study_from_dict(study_dict(bench, tokenizer_dir, variants=["vlpet-large", "adapter"]))
+    for name in ("vlpet-large", "adapter"):
+        assert cfg.space(name)["shared"].values == (True, False)
+    start = cfg.first_point("vlpet-large")[1]
+    shared, per_task = (cfg.describe_trial("vlpet-large", {**start, "shared": s}) for s in (True, False))
+    assert cfg.trial_spec("vlpet-large", {**start, "shared": False}).method.tasks == cfg.run.data.tasks
+    assert per_task["trainable"] > shared["trainable"]

@@ -128,3 +128,32 @@ def test_schedule_equals_the_papers_transformers_schedule():
         return out
 
     assert lrs(linear_warmup_decay) == pytest.approx(lrs(get_linear_schedule_with_warmup), abs=1e-12)
+
+
+def test_a_per_task_run_trains_reports_its_params_and_reloads_to_the_same_scores(bench, tokenizer_dir, tmp_path):
+    """VL-PET with one set of modules per task (shared: false) on the benchmark: it trains, counts the
+    modules of every task, and its adapter-only checkpoint scores every task exactly as the run reported."""
+    from vlpet.checkpoint import load_pet_model
+    from vlpet.data import build_dataset, build_loader, get_task
+    from vlpet.methods.layers import PerTask
+    from vlpet.params import config_report
+    from vlpet.train.evaluate import evaluate
+
+    shared = small_spec(bench, tokenizer_dir, epochs=1)
+    spec = RunSpec.from_dict({**shared.to_dict(), "method": {**shared.method.to_dict(), "shared": False,
+                                                              "tasks": list(shared.data.tasks)}})
+    reports = []
+    run_training(spec, lambda m, c: (reports.append(dict(m)), copy_checkpoint(c, tmp_path / "ckpt")))
+    (report,) = reports
+    one = config_report(shared.backbone, shared.method)
+    assert report["params"] == config_report(spec.backbone, spec.method).trainable > one.trainable
+    pet_modules = sum(t for g, (t, _) in one.groups.items() if "pet" in g.lower())  # the shared run's modules
+    assert report["params"] - one.trainable == (len(spec.data.tasks) - 1) * pet_modules > 0  # one more set per task
+    model = load_pet_model(tmp_path / "ckpt")
+    per_task = [m for m in model.modules() if isinstance(m, PerTask)]
+    assert per_task and all(list(m.pet_by_task) == list(spec.data.tasks) for m in per_task)
+    feat_dim = spec.backbone.feat_dim
+    loaders = {name: build_loader(spec.data, build_dataset(spec.data, get_task(name), "val", feat_dim), model.tokenizer,
+                                  "val") for name in spec.data.tasks}
+    scores = evaluate(model, loaders, model.tokenizer, decode=spec.decode)
+    assert scores == {t: report[f"score_{t}"] for t in spec.data.tasks}

@@ -15,12 +15,14 @@ import re
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from vlpet.errors import ConfigError, entry_point
-from vlpet.methods import MethodConfig, apply_method
+from vlpet.methods import METHODS, MethodConfig, apply_method
+from vlpet.methods.base import IMAGE_TASKS, field_names
 from vlpet.methods.variants import PAPER_PARAMS_PERCENT, VARIANTS, variant
 from vlpet.models import BackboneConfig, build_vl_model
 from vlpet.models.backbones import PRESETS
@@ -85,9 +87,9 @@ def config_report(backbone: BackboneConfig, method: MethodConfig) -> ParamReport
     return param_report(model)
 
 
-def variant_report(arch: str, name: str, feat_dim: int = 2048) -> ParamReport:
-    """Report for a paper variant on a size preset."""
-    return config_report(BackboneConfig(arch=arch, feat_dim=feat_dim), variant(name, PRESETS[arch][0]))
+def variant_report(arch: str, name: str, feat_dim: int = 2048, **overrides: Any) -> ParamReport:
+    """Report for a paper variant on a size preset (its config fields changed by `overrides`)."""
+    return config_report(BackboneConfig(arch=arch, feat_dim=feat_dim), variant(name, PRESETS[arch][0], **overrides))
 
 
 def paper_table(arch: str, feat_dim: int = 2048) -> str:
@@ -101,6 +103,12 @@ def paper_table(arch: str, feat_dim: int = 2048) -> str:
         paper = PAPER_PARAMS_PERCENT.get((arch, name))
         lines.append(f"{name:<{width}}{rep.trainable:>14,}{rep.total:>14,}{rep.percent:>9.2f}"
                      f"{(f'{paper:.2f}' if paper is not None else '-'):>9}")
+    # the per-task form of the bottleneck methods (shared: false): one set of modules per image task
+    per_task = [n for n, cfg in VARIANTS[family].items() if "shared" in field_names(METHODS[cfg["method"]]) and "+" not in n]
+    lines.append(f"per task (shared: false; one set of modules for each of {', '.join(IMAGE_TASKS)}):")
+    for name in per_task:
+        rep = variant_report(arch, name, feat_dim, shared=False)
+        lines.append(f"{name:<{width}}{rep.trainable:>14,}{rep.total:>14,}{rep.percent:>9.2f}{'-':>9}")
     return "\n".join(lines)
 
 

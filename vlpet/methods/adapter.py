@@ -22,7 +22,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
-from vlpet.methods.base import MethodConfig, check_positive, check_rank, layer_norm_names, register_method
+from vlpet.methods.base import (
+    IMAGE_TASKS,
+    MethodConfig,
+    check_positive,
+    check_rank,
+    check_tasks,
+    layer_norm_names,
+    register_method,
+)
 from vlpet.methods.inject import Factory, new_module, wrap_cross_attention_values, wrap_sublayers
 from vlpet.methods.layers import GRANULARITIES, Bottleneck, make_gate
 from vlpet.models.vl_model import VLModel
@@ -52,6 +60,9 @@ class AdapterConfig(MethodConfig):
         lightweight: VL-PET's lightweight designs (module docstring): encoder adapters, a decoder
             cross-attention value adapter, trainable encoder layer norms only.
         decoder_rank: bottleneck of that value adapter (needs `lightweight`); null = the bottleneck size.
+        shared: one set of modules for every task (the paper's `--use_single_adapter`); false: one set per
+            task of `tasks`, the batch's task choosing (VL-Adapter's per-task form).
+        tasks: the tasks that get modules of their own when `shared` is false.
     """
 
     method = "adapter"
@@ -61,6 +72,8 @@ class AdapterConfig(MethodConfig):
     scale: float = 1.0
     lightweight: bool = False
     decoder_rank: int | None = None
+    shared: bool = True
+    tasks: tuple[str, ...] = IMAGE_TASKS
 
     def check(self) -> None:
         if self.reduction_factor <= 0:
@@ -72,6 +85,7 @@ class AdapterConfig(MethodConfig):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise self.error(name, "must be a positive integer or null (= the bottleneck size)")
         check_positive(self, "scale")
+        check_tasks(self)
         if self.gate_rank is not None and self.gate != "large":
             raise self.error("gate_rank", f"only the large gate has a rank; set {self.method}.gate='large' "
                                           "or leave gate_rank null")
@@ -102,11 +116,17 @@ class AdapterConfig(MethodConfig):
         delta = self.bottleneck(model, rank)
         gate = partial(make_gate, self.gate, d, self.gate_rank or rank) if self.gate else None
         for stack, sites in ENCODER_SITES if self.lightweight else ALL_SITES:
-            wrap_sublayers(model, stack, sites, delta=lambda: new_module(model, delta, False),
-                           gate=(lambda: new_module(model, gate, False)) if gate else None, scale=self.scale)
+            wrap_sublayers(model, stack, sites, delta=lambda: new_module(model, delta, False, self.per_task),
+                           gate=(lambda: new_module(model, gate, False, self.per_task)) if gate else None,
+                           scale=self.scale)
         if self.lightweight:
             value_delta = self.bottleneck(model, self.decoder_rank or rank)
-            wrap_cross_attention_values(model, lambda: new_module(model, value_delta, False))
+            wrap_cross_attention_values(model, lambda: new_module(model, value_delta, False, self.per_task))
+
+    @property
+    def per_task(self) -> tuple[str, ...] | None:
+        """The tasks with modules of their own (None: shared)."""
+        return None if self.shared else self.tasks
 
     def extra_trainable(self, model: VLModel) -> Iterator[str]:
         return layer_norm_names(model, "encoder" if self.lightweight else None)

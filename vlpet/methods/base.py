@@ -78,6 +78,16 @@ def check_positive(cfg: MethodConfig, *names: str) -> None:
             raise cfg.error(name, "must be a finite number > 0")
 
 
+IMAGE_TASKS = ("vqa", "gqa", "nlvr", "caption")  # the default `tasks` of task-conditioned methods
+
+
+def check_tasks(cfg: MethodConfig) -> None:
+    """`cfg.tasks` must be a non-empty list of distinct task names."""
+    tasks = cfg.tasks
+    if not (tasks and all(isinstance(t, str) and t for t in tasks) and len(set(tasks)) == len(tasks)):
+        raise cfg.error("tasks", "must be a non-empty list of distinct task names, e.g. [vqa, gqa, nlvr, caption]")
+
+
 def field_names(cls: type[MethodConfig]) -> set[str]:
     """The config fields of a method class."""
     return {f.name for f in fields(cls)}

@@ -46,7 +46,7 @@ from torch import nn
 
 from vlpet.errors import ConfigError
 from vlpet.methods.adapter import ALL_SITES, check_reduction_factor
-from vlpet.methods.base import MethodConfig, layer_norm_names, register_method
+from vlpet.methods.base import IMAGE_TASKS, MethodConfig, check_tasks, layer_norm_names, register_method
 from vlpet.methods.inject import new_module, wrap_sublayers
 from vlpet.methods.layers import GELU
 from vlpet.models.vl_model import VLModel
@@ -146,24 +146,16 @@ class HyperformerConfig(MethodConfig):
 
     method = "hyperformer"
     reduction_factor: int = 8
-    tasks: tuple[str, ...] = ("vqa", "gqa", "nlvr", "caption")
+    tasks: tuple[str, ...] = IMAGE_TASKS
     task_embedding_dim: int = 512
     hidden_dim: int = 128
     projected_dim: int = 8
-
-    def __post_init__(self) -> None:
-        if isinstance(self.tasks, list):  # YAML / JSON give lists; a tuple keeps the config hashable and comparable
-            object.__setattr__(self, "tasks", tuple(self.tasks))
-        super().__post_init__()
 
     def check(self) -> None:
         for name in ("reduction_factor", "task_embedding_dim", "hidden_dim", "projected_dim"):
             if getattr(self, name) <= 0:
                 raise self.error(name, "must be a positive integer")
-        tasks = self.tasks
-        if not (isinstance(tasks, tuple) and tasks and all(isinstance(t, str) and t for t in tasks)
-                and len(set(tasks)) == len(tasks)):
-            raise self.error("tasks", "must be a non-empty list of distinct task names, e.g. [vqa, gqa, nlvr, caption]")
+        check_tasks(self)
 
     def check_model(self, model: VLModel) -> None:
         check_reduction_factor(self, model)

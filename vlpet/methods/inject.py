@@ -8,15 +8,18 @@ from collections.abc import Callable, Iterable
 from torch import nn
 
 from vlpet.methods.base import replace_module
-from vlpet.methods.layers import AdaptedSublayer, ParallelAdapter
+from vlpet.methods.layers import AdaptedSublayer, ParallelAdapter, PerTask
 from vlpet.models.layout import Stack
 from vlpet.models.vl_model import VLModel, init_new_linear
 
 Factory = Callable[[], nn.Module]
 
 
-def new_module(model: VLModel, factory: Factory, zero_init: bool) -> nn.Module:
-    """Build a PET module with the backbone family's init, zeroing its output side if asked."""
+def new_module(model: VLModel, factory: Factory, zero_init: bool, tasks: tuple[str, ...] | None = None) -> nn.Module:
+    """Build a PET module with the backbone family's init, zeroing its output side if asked; with `tasks`, one
+    such module per task (`PerTask`)."""
+    if tasks:
+        return PerTask({task: new_module(model, factory, zero_init) for task in tasks})
     module = factory()
     init_new_linear(module, model.family)
     if zero_init:

@@ -197,6 +197,28 @@ class AdaptedSublayer(nn.Module):
         return (h, *out[1:]) if isinstance(out, tuple) else h
 
 
+class PerTask(nn.Module):
+    """One module per task (`pet_by_task`), the one of the batch's task answering: VL-Adapter's per-task form
+    of the modules that the paper's scripts share across tasks (`--use_single_adapter`). `VLModel.set_task`
+    names the task (it sets every `active_task`)."""
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        super().__init__()
+        self.pet_by_task = nn.ModuleDict(modules)
+        self.active_task: str | None = None
+
+    @property
+    def needs_input(self) -> bool:
+        """Whether the modules read X (gates: see AdaptedSublayer)."""
+        return any(getattr(m, "needs_input", False) for m in self.pet_by_task.values())
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.active_task not in self.pet_by_task:
+            raise RuntimeError(f"per-task modules (shared: false) for {', '.join(self.pet_by_task)}: call "
+                               f"model.set_task(<one of them>) before the forward pass (the task is {self.active_task!r})")
+        return self.pet_by_task[self.active_task](*args, **kwargs)
+
+
 class ParallelAdapter(nn.Module):
     """base(E) + ΔH(E): a bottleneck in parallel with a frozen projection (VL-PET's decoder value adapter)."""
 

@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
-from vlpet.methods.base import MethodConfig, check_positive, check_rank, layer_norm_names, register_method
+from vlpet.methods.base import (
+    IMAGE_TASKS,
+    MethodConfig,
+    check_positive,
+    check_rank,
+    check_tasks,
+    layer_norm_names,
+    register_method,
+)
 from vlpet.methods.inject import new_module, wrap_cross_attention_values, wrap_sublayers
 from vlpet.methods.layers import GRANULARITIES, Bottleneck, make_gate
 from vlpet.models.vl_model import VLModel
@@ -38,6 +46,9 @@ class VLPETConfig(MethodConfig):
         zero_init: zero the output side of every module (adapter up-projections, gates, z) so ΔH = 0
             and G starts at 0.5 (1 for middleY). None follows the paper's code: yes for T5, no for BART.
         middle_y_sigmoid: use Fig. 3's G = 1 + σ(z) instead of the code's G = 1 + z.
+        shared: one set of modules for every task (the paper's `--use_single_adapter`); false: one set per
+            task of `tasks`, the batch's task choosing.
+        tasks: the tasks that get modules of their own when `shared` is false.
     """
 
     method = "vlpet"
@@ -49,6 +60,8 @@ class VLPETConfig(MethodConfig):
     decoder_rank: int = 96
     zero_init: bool | None = None
     middle_y_sigmoid: bool = False
+    shared: bool = True
+    tasks: tuple[str, ...] = IMAGE_TASKS
 
     def check(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -63,6 +76,7 @@ class VLPETConfig(MethodConfig):
         if self.decoder_rank <= 0:
             raise self.error("decoder_rank", "must be a positive integer (paper: 96)")
         check_positive(self, "scale")
+        check_tasks(self)
 
     def check_model(self, model: VLModel) -> None:
         for field in ("rank", "decoder_rank") + (("gate_rank",) if self.gate_rank else ()):
@@ -72,11 +86,13 @@ class VLPETConfig(MethodConfig):
         d = model.d_model
         zero = self.zero_init if self.zero_init is not None else model.family == "t5"
         gate = partial(make_gate, self.granularity, d, self.gate_rank or self.rank, self.middle_y_sigmoid)
+        tasks = None if self.shared else self.tasks
         wrap_sublayers(model, "encoder", ("self_attn", "ffn"),
-                       delta=lambda: new_module(model, partial(Bottleneck, d, self.rank), zero),
-                       gate=lambda: new_module(model, gate, zero),
+                       delta=lambda: new_module(model, partial(Bottleneck, d, self.rank), zero, tasks),
+                       gate=lambda: new_module(model, gate, zero, tasks),
                        scale=self.scale)
-        wrap_cross_attention_values(model, lambda: new_module(model, partial(Bottleneck, d, self.decoder_rank), zero))
+        wrap_cross_attention_values(model, lambda: new_module(model, partial(Bottleneck, d, self.decoder_rank), zero,
+                                                              tasks))
 
     def extra_trainable(self, model: VLModel) -> Iterator[str]:
         return layer_norm_names(model, "encoder")

@@ -84,6 +84,15 @@ class RunSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
+    def __post_init__(self) -> None:
+        # task-conditioned modules (per-task modules, Hyperformer) need one for every task the run trains
+        tasks = getattr(self.method, "tasks", None)
+        conditioned = tasks is not None and not getattr(self.method, "shared", False)
+        missing = [t for t in self.data.tasks if t not in tasks] if conditioned else []
+        if missing:
+            raise ConfigError(f"{self.method.method}.tasks={list(tasks)} has no modules for data.tasks {missing}; "
+                              f"set {self.method.method}.tasks to {list(self.data.tasks)}")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         """Build from nested plain dicts (YAML), validating every section and key."""
