@@ -110,6 +110,7 @@ class StudyConsole:
         self._progress: _LiveView | None = None
         self._running = 0
         self._counts = {"done": 0, PRUNED: 0, FAILED: 0}  # the phase's finished trials, as of the last event
+        self._mean_wall_s = math.nan  # their mean wall time
         self._points = full_fidelity_points(pd.DataFrame())
 
     def print(self, text: str = "") -> None:
@@ -127,7 +128,6 @@ class StudyConsole:
         self.print(f"== {title}")
         self._phase = {"name": name, "total": total, "start": time.monotonic(), "last_line": time.monotonic()}
         self._refresh(self.table.frame())
-        self._phase["done_before"] = self._counts["done"]  # a resumed phase's earlier trials
         if self.live:
             self._progress = _LiveView(self)
             self._progress.add_task(name, total=total, completed=self._counts["done"], states="", left="")
@@ -169,13 +169,12 @@ class StudyConsole:
                 f"{self._hypervolume_text()}]")
 
     def _left(self) -> str:
-        """The time left, estimated from the pace of the trials finished in this run of the phase ('' until one
-        has finished)."""
-        c, p = self._counts, self._phase
-        finished_now = c["done"] - p["done_before"]
-        if not finished_now or c["done"] >= p["total"]:
+        """The time left: the phase's trials still to finish, at the mean wall time of its finished ones, as
+        many at a time as are running ('' until one has finished)."""
+        c = self._counts
+        if not c["done"] or c["done"] >= self._phase["total"] or math.isnan(self._mean_wall_s):
             return ""
-        return f"about {_duration((time.monotonic() - p['start']) / finished_now * (p['total'] - c['done']))} left"
+        return f"about {_duration(self._mean_wall_s * (self._phase['total'] - c['done']) / max(self._running, 1))} left"
 
     def _update_bar(self) -> None:
         c = self._counts
@@ -189,6 +188,8 @@ class StudyConsole:
         status = final["status"] if len(final) else pd.Series(dtype=str)
         self._counts = {"done": int((status != RUNNING).sum()), PRUNED: int((status == PRUNED).sum()),
                         FAILED: int((status == FAILED).sum())}
+        finished = final[(status != RUNNING) & (status != SKIPPED)] if len(final) else final
+        self._mean_wall_s = float(finished["wall_time_s"].astype(float).mean()) if len(finished) else math.nan
         self._points = full_fidelity_points(frame)
         best = self._points.sort_values("score", ascending=False).drop_duplicates("variant")
         grid = Table(box=None, show_header=True, header_style="bold", pad_edge=False)

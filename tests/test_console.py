@@ -91,6 +91,8 @@ def test_live_view_on_a_terminal_shows_the_bar_and_the_best_of_each_variant():
         view._progress.refresh()
     text = out.getvalue()
     assert "7/10" in text and "2 running, 1 pruned, 1 failed" in text
+    # 3 trials left at the finished ones' mean wall time, (5 x 300 s + 2 x 100 s) / 7, two at a time: 364 s
+    assert "about 6m04s left" in text
     assert re.search(r"vlpet-large +79\.00 +4\.16", text)  # its best seed, the full-fidelity points only
     assert "prompt" not in text.split("== search")[1].split("lora ")[0]  # pruned: not among the best
     assert "front hypervolume so far" in text
