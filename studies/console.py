@@ -132,7 +132,7 @@ class StudyConsole:
             self._progress = _LiveView(self)
             self._progress.add_task(name, total=total, completed=self._counts["done"], states="", left="")
             self._progress.start()
-        _view = self
+        _view = None if self.console.quiet else self  # a quiet console has nothing to show
         try:
             yield
         finally:
@@ -265,7 +265,8 @@ def trial_line(row: pd.Series) -> str:
     what = {COMPLETED: "completed", PRUNED: f"pruned at epoch {_int(row.get('epoch'))}/{_int(row.get('max_epochs'))}",
             FAILED: "FAILED", SKIPPED: "skipped: over the params budget"}.get(status, status)
     # the hyperparameters last: their length varies, the columns before them line up
-    line = (f"  {row['variant']:<14} score {score:>6}  params {float(row['params_pct']):6.2f} %  {what:<20} "
+    pct = "—" if pd.isna(row.get("params_pct")) else f"{float(row['params_pct']):6.2f}"  # none: failed at start
+    line = (f"  {row['variant']:<14} score {score:>6}  params {pct:>6} %  {what:<20} "
             f"{_duration(row.get('wall_time_s')):>6}  {short_config(row['config'])}")
     if status == FAILED:
         line += f"\n      {row.get('error') or 'no error message'}\n      log: {row.get('log_path') or '-'}"

@@ -81,6 +81,25 @@ class ResultsTable(tune.Callback):
         rows[(row["trial_id"], int(row["epoch"] or 0))] = row
         self._write(rows)
 
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Close the rows of a trial lost with a killed driver: the table says it runs, the restored
+        experiment does not know it (Tune had not saved it yet), and the searcher hands its configuration to
+        this new trial (`studies.searcher`). Its finished epochs stay, marked failed, naming the new trial."""
+        live = {t.trial_id for t in trials}
+        config = json.dumps(trial_run(trial.config)["params"], sort_keys=True)
+        rows = self._rows()
+        last = {}
+        for (tid, epoch), row in rows.items():
+            if tid not in live and (tid not in last or epoch > last[tid][0]):
+                last[tid] = (epoch, row)
+        lost = [row for _, row in last.values()
+                if row["status"] == RUNNING and row["phase"] == self.phase and row["config"] == config]
+        for row in lost:
+            row["status"], row["error"] = FAILED, (f"lost with the killed driver before Tune saved it; "
+                                                   f"re-run as trial {trial.trial_id}")
+        if lost:
+            self._write(rows)
+
     def _finish(self, trial: Any, status: str, error: str = "") -> None:
         rows = self._rows()
         own = [r for (tid, _), r in rows.items() if tid == trial.trial_id]

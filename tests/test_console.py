@@ -56,6 +56,10 @@ def test_a_finished_trial_is_one_line_and_a_failed_one_says_why_and_where_its_lo
     assert "FAILED" in failed[0] and "score      —" in failed[0] and " 12s  " in failed[0]
     assert failed[1].strip() == "RuntimeError: CUDA out of memory"
     assert failed[2].strip() == "log: /study/logs/trial_c.log"
+    # failed before its first report: no score, no params yet (the line must not break the study)
+    early = final(rows, "c").copy()
+    early["params_pct"], early["wall_time_s"] = None, None
+    assert "params      — %" in trial_line(early)
 
 
 def test_plain_progress_counts_the_phase_and_tells_the_front_so_far(monkeypatch):

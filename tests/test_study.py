@@ -407,3 +407,25 @@ def test_per_task_modules_are_searched_and_made_for_the_study_s_tasks(bench, tok
     shared, per_task = (cfg.describe_trial("vlpet-large", {**start, "shared": s}) for s in (True, False))
     assert cfg.trial_spec("vlpet-large", {**start, "shared": False}).method.tasks == cfg.run.data.tasks
     assert per_task["trainable"] > shared["trainable"]
+
+
+def test_a_trial_lost_with_a_killed_driver_is_closed_when_its_configuration_is_rerun(bench, tokenizer_dir, tmp_path):
+    """The table says trial `old` runs, but the restored experiment does not know it: when a new trial starts
+    with its configuration, `old`'s finished epoch stays, closed as failed and naming the new trial; a trial
+    of another configuration, or one the experiment knows, is left alone."""
+    cfg = study_from_dict(study_dict(bench, tokenizer_dir))
+    table = ResultsTable(tmp_path, "search", 1.0)
+
+    def trial(trial_id, rank):
+        run = cfg.describe_trial("vlpet-large", {"rank": rank, "decoder_rank": 4, "lr": 1e-3})
+        return SimpleNamespace(trial_id=trial_id, config={RUN: run}, run_metadata=SimpleNamespace(start_time=1.0),
+                               path=str(tmp_path / trial_id))
+
+    old, other, known, new = trial("old", 4), trial("other", 8), trial("known", 4), trial("new", 4)
+    for t in (old, other, known):
+        table.on_trial_result(0, [], t, {"epoch": 1, "fidelity": 0.5, "score": 10.0})
+    table.on_trial_start(0, [known, new], new)
+    final = {r["trial_id"]: r for r in final_rows(table.frame()).to_dict("records")}
+    assert final["old"]["status"] == "failed" and final["old"]["error"].endswith("re-run as trial new")
+    assert final["old"]["score"] == 10.0  # its finished epoch is kept
+    assert final["other"]["status"] == final["known"]["status"] == "running"
