@@ -67,10 +67,6 @@ class ConsoleCallback(tune.Callback):
     """Tune's events, handed to the driver's `StudyConsole`. It holds no state: Tune pickles the callbacks
     with the experiment, and the copy a restored experiment brings back must reach the current view."""
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if _view:
-            _view.tick(trials)
-
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if _view:
             _view.tick(trials)
@@ -99,11 +95,11 @@ class _LiveView(Progress):
 
 
 class StudyConsole:
-    """The study's console (see the module docstring). `console`: where it prints (default: stdout, live
-    when that is a terminal); `Console(quiet=True)` prints nothing (benchmarks)."""
+    """The study's console (see the module docstring). `console`: where it prints (live when that is a
+    terminal); `Console(quiet=True)` prints nothing (benchmarks)."""
 
-    def __init__(self, table: ResultsTable, console: Console | None = None):
-        self.table, self.console = table, console or Console(highlight=False, soft_wrap=True)
+    def __init__(self, table: ResultsTable, console: Console):
+        self.table, self.console = table, console
         self.live = self.console.is_terminal and not self.console.quiet
         self.standings_view: RenderableType = ""
         self._phase: dict[str, Any] = {}
@@ -111,15 +107,11 @@ class StudyConsole:
         self._running = 0
         self._counts = {"done": 0, PRUNED: 0, FAILED: 0}  # the phase's finished trials, as of the last event
         self._mean_wall_s = math.nan  # their mean wall time
-        self._points = full_fidelity_points(pd.DataFrame())
+        self._points = full_fidelity_points(pd.DataFrame())  # none yet
 
     def print(self, text: str = "") -> None:
         """A plain line (above the live view, when there is one)."""
         self.console.print(text, markup=False, highlight=False)
-
-    def header(self, lines: list[str]) -> None:
-        for line in lines:
-            self.print(line)
 
     @contextlib.contextmanager
     def phase(self, name: str, total: int, title: str) -> Iterator[None]:
@@ -162,8 +154,8 @@ class StudyConsole:
 
     def progress_line(self) -> str:
         """Where the phase stands, in words."""
-        c, p = self._counts, self._phase
-        left = f" · {self._left()}" if self._left() else ""
+        c, p, left = self._counts, self._phase, self._left()
+        left = f" · {left}" if left else ""
         return (f"[{p['name']} {c['done']}/{p['total']} done · {self._running} running · {c[PRUNED]} pruned · "
                 f"{c[FAILED]} failed · {_duration(time.monotonic() - p['start'])} elapsed{left} · "
                 f"{self._hypervolume_text()}]")
@@ -184,13 +176,14 @@ class StudyConsole:
     def _refresh(self, frame: pd.DataFrame) -> None:
         """From the results table: the phase's counts, and the standings under the live view's bar (the best
         full-fidelity score of each variant, the front's hypervolume)."""
-        final = final_rows(frame[frame["phase"] == self._phase["name"]]) if len(frame) else frame
+        trials = final_rows(frame) if len(frame) else frame
+        final = trials[trials["phase"] == self._phase["name"]] if len(trials) else trials
         status = final["status"] if len(final) else pd.Series(dtype=str)
         self._counts = {"done": int((status != RUNNING).sum()), PRUNED: int((status == PRUNED).sum()),
                         FAILED: int((status == FAILED).sum())}
         finished = final[(status != RUNNING) & (status != SKIPPED)] if len(final) else final
         self._mean_wall_s = float(finished["wall_time_s"].astype(float).mean()) if len(finished) else math.nan
-        self._points = full_fidelity_points(frame)
+        self._points = full_fidelity_points(trials)
         best = self._points.sort_values("score", ascending=False).drop_duplicates("variant")
         grid = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
         for column in ("variant", "best score", "params %", "config"):
@@ -248,11 +241,11 @@ def aligned(table: pd.DataFrame) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
 
 
-def full_fidelity_points(frame: pd.DataFrame) -> pd.DataFrame:
-    """The finished full-fidelity trials with a score: variant, score, params_pct, config."""
-    if frame.empty:
+def full_fidelity_points(final: pd.DataFrame) -> pd.DataFrame:
+    """Of the trials' final rows (`final_rows`), the full-fidelity ones with a score: variant, score,
+    params_pct, config."""
+    if final.empty:
         return pd.DataFrame(columns=["variant", "score", "params_pct", "config"])
-    final = final_rows(frame)
     done = final[final["full_fidelity"] & final["score"].notna()]
     return done[["variant", "score", "params_pct", "config"]].astype({"score": float, "params_pct": float})
 

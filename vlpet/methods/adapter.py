@@ -29,6 +29,7 @@ from vlpet.methods.base import (
     check_rank,
     check_tasks,
     layer_norm_names,
+    own_task_modules,
     register_method,
 )
 from vlpet.methods.inject import Factory, new_module, wrap_cross_attention_values, wrap_sublayers
@@ -116,17 +117,12 @@ class AdapterConfig(MethodConfig):
         delta = self.bottleneck(model, rank)
         gate = partial(make_gate, self.gate, d, self.gate_rank or rank) if self.gate else None
         for stack, sites in ENCODER_SITES if self.lightweight else ALL_SITES:
-            wrap_sublayers(model, stack, sites, delta=lambda: new_module(model, delta, False, self.per_task),
-                           gate=(lambda: new_module(model, gate, False, self.per_task)) if gate else None,
+            wrap_sublayers(model, stack, sites, delta=lambda: new_module(model, delta, False, own_task_modules(self)),
+                           gate=(lambda: new_module(model, gate, False, own_task_modules(self))) if gate else None,
                            scale=self.scale)
         if self.lightweight:
             value_delta = self.bottleneck(model, self.decoder_rank or rank)
-            wrap_cross_attention_values(model, lambda: new_module(model, value_delta, False, self.per_task))
-
-    @property
-    def per_task(self) -> tuple[str, ...] | None:
-        """The tasks with modules of their own (None: shared)."""
-        return None if self.shared else self.tasks
+            wrap_cross_attention_values(model, lambda: new_module(model, value_delta, False, own_task_modules(self)))
 
     def extra_trainable(self, model: VLModel) -> Iterator[str]:
         return layer_norm_names(model, "encoder" if self.lightweight else None)

@@ -88,6 +88,11 @@ def check_tasks(cfg: MethodConfig) -> None:
         raise cfg.error("tasks", "must be a non-empty list of distinct task names, e.g. [vqa, gqa, nlvr, caption]")
 
 
+def own_task_modules(cfg: MethodConfig) -> tuple[str, ...] | None:
+    """The tasks that get modules of their own (`shared: false`), or None: one set shared by every task."""
+    return None if cfg.shared else cfg.tasks
+
+
 def field_names(cls: type[MethodConfig]) -> set[str]:
     """The config fields of a method class."""
     return {f.name for f in fields(cls)}

@@ -24,6 +24,7 @@ from vlpet.methods.base import (
     check_rank,
     check_tasks,
     layer_norm_names,
+    own_task_modules,
     register_method,
 )
 from vlpet.methods.inject import new_module, wrap_cross_attention_values, wrap_sublayers
@@ -86,7 +87,7 @@ class VLPETConfig(MethodConfig):
         d = model.d_model
         zero = self.zero_init if self.zero_init is not None else model.family == "t5"
         gate = partial(make_gate, self.granularity, d, self.gate_rank or self.rank, self.middle_y_sigmoid)
-        tasks = None if self.shared else self.tasks
+        tasks = own_task_modules(self)
         wrap_sublayers(model, "encoder", ("self_attn", "ffn"),
                        delta=lambda: new_module(model, partial(Bottleneck, d, self.rank), zero, tasks),
                        gate=lambda: new_module(model, gate, zero, tasks),
