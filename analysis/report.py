@@ -2,8 +2,10 @@
 studies of VL-PET's designs on other methods) beside the results.
 
     vlpet-report runs/studies/embedded [--backbone bart-base|t5-base] [--no-png]    # = python -m analysis.report
+    vlpet-report s3://BUCKET/studies/paper-bart-base      # a study's home (--storage-path): fetched, then reported
 
-Reads `<study_dir>/results.parquet` (or results.csv) and writes `<study_dir>/report/`. The paper table is
+Reads `<study_dir>/results.parquet` (or results.csv) and writes `<study_dir>/report/`; a study's home URI is
+first fetched into a local copy (`--study-dir`), and its report uploaded beside the study. The paper table is
 picked by `--backbone`, else the "backbone" key of `<study_dir>/study.json`, else bart-base.
 Exit status 2, with a one-line message, when the study directory or its results table is missing or unusable.
 """
@@ -14,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -371,15 +374,32 @@ def _markdown(df: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study_dir", type=Path)
+    parser.add_argument("study", help="the study's directory, or its home: s3://, gs:// (vlpet-study --storage-path)")
+    parser.add_argument("--study-dir", type=Path, help="for a home URI: where its files are fetched (default: "
+                                                       "~/.cache/vlpet-studies/<name>-<hash>-report)")
     parser.add_argument("--backbone", help="paper table: bart-base or t5-base (default: study.json, else bart-base)")
     parser.add_argument("--no-png", action="store_true", help="skip the static PNG and SVG images")
     args = parser.parse_args(argv)
-    report, result = build_report(args.study_dir, args.backbone, png=not args.no_png)
+    home = fetched_home(args.study, args.study_dir) if "://" in args.study else None
+    report, result = build_report(home.local if home else Path(args.study), args.backbone, png=not args.no_png)
+    if home:
+        home.sync("report")  # the report only: the study's own files are the running driver's to write
+        print(f"report uploaded to {home.uri}/report")
     print(f"report: {report}")
     for line in summary_lines(result) + [f"warning: {w}" for w in result.warnings]:
         print(f"  {line}")
     return 0
+
+
+def fetched_home(uri: str, study_dir: Path | None) -> Any:
+    """The study homed at `uri` (`studies.study_home`), its files fetched into a local copy."""
+    from studies.study_home import StudyHome, working_copy
+
+    home = StudyHome(uri, study_dir or working_copy(uri, "report"))
+    if not home.holds_study():
+        raise AnalysisError(f"{uri} holds no study (no study.json); give the study's home, <storage-path>/<name>")
+    home.fetch()
+    return home
 
 
 if __name__ == "__main__":

@@ -199,8 +199,9 @@ class StudyConsole:
         return f"front hypervolume so far {hv:,.0f}"
 
 
-def study_header(cfg: Any, study_dir: Path, data: str) -> list[str]:
-    """The lines that open a study's console: what it runs, within which budgets, on which data, where."""
+def study_header(cfg: Any, study_dir: Path, data: str, home: str | None = None) -> list[str]:
+    """The lines that open a study's console: what it runs, within which budgets, on which data, where
+    (`home`: the study's home, `studies.study_home`, of which `study_dir` is the working copy)."""
     s = cfg.settings
     budgets = [f"params <= {s.max_params:,}" if s.max_params else "",
                f"{s.gpu_hours:g} device-hours" if s.gpu_hours else "",
@@ -212,10 +213,12 @@ def study_header(cfg: Any, study_dir: Path, data: str) -> list[str]:
              f"early stopping {s.early_stopping}"),
             f"  budgets: {', '.join(b for b in budgets if b) or 'none'}",
             f"  {data}",
+            *([f"  home: {home} (Tune's state, checkpoints and the study's files; resume from it alone)"] if home
+              else []),
             f"  study dir: {study_dir} (trial logs: {LOGS}/trial_<id>.log; Ray, Tune, Optuna: {LOGS}/{DRIVER_LOG})"]
 
 
-def study_summary(study_dir: Path, report: Path, result: Any) -> list[str]:
+def study_summary(study_dir: Path, report: Path, result: Any, home: str | None = None) -> list[str]:
     """The lines that close a study's console: the front with the params budget each configuration wins,
     the study in numbers, and where every output is."""
     from analysis.report import front_table, summary_lines
@@ -231,7 +234,8 @@ def study_summary(study_dir: Path, report: Path, result: Any) -> list[str]:
                f"{LOGS}/": f"trial_<id>.log per trial, {DRIVER_LOG} (Ray, Tune, Optuna)"}
     if (Path(study_dir) / "optuna.db").exists():
         outputs["optuna.db"] = f"the searches; browse them with: vlpet-dashboard {study_dir}"
-    return [*lines, f"== outputs in {study_dir}", *(f"  {k:<30}  {v}" for k, v in outputs.items())]
+    where = f"{study_dir}{f' (uploaded to {home})' if home else ''}"
+    return [*lines, f"== outputs in {where}", *(f"  {k:<30}  {v}" for k, v in outputs.items())]
 
 
 def aligned(table: pd.DataFrame) -> list[str]:

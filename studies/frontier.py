@@ -3,6 +3,8 @@
     vlpet-study                                                  # embedded default: CPU, minutes
     vlpet-study --config studies/configs/paper_bart_base.yaml --address auto
     vlpet-study --resume --study-dir runs/studies/embedded       # continue a stopped study
+    vlpet-study --config studies/configs/paper_bart_base.yaml --address auto --storage-path s3://BUCKET/studies
+    vlpet-study --resume --address auto --storage-path s3://BUCKET/studies/paper-bart-base   # on a fresh head
 
 (`vlpet-study` is `python studies/frontier.py`.)
 
@@ -10,7 +12,9 @@ Per variant, a Ray Tune study searched by multi-objective Optuna (max score, min
 with Pareto-rank early stopping, beside the paper's hand-picked configurations (studies/study.py). Ends by writing the frontier report.
 Outputs: <study-dir>/results.parquet|csv, optuna.db, report/ (frontier.html, report.md, ...).
 `--resume --study-dir X` continues a stopped (Ctrl-C: exit 130) or killed study with its own config
-(X/study.json), every finished result kept.
+(X/study.json), every finished result kept. With `--storage-path URI` the study lives in URI/<name> (its
+home: Tune's state, checkpoints, results, optuna.db, logs, report; studies/study_home.py), and
+`--resume --storage-path URI/<name>` continues it from there alone, on any head.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from studies.ray_cluster import check_address, connect, loopback_local_cluster, storage_uri
 from vlpet.errors import entry_point
+
+if TYPE_CHECKING:
+    from studies.study_home import StudyHome
 
 
 def positive_int(text: str) -> int:
@@ -36,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, help="study config YAML (default: studies/configs/embedded.yaml)")
     p.add_argument("--address", help="existing Ray cluster: host:port, 'auto' or ray://; default: a local one")
     p.add_argument("--study-dir", type=Path, help="where the study lives (default: runs/studies/<name>)")
-    p.add_argument("--storage-path", type=storage_uri, help="Tune/Train storage (default: <study-dir>/ray; s3:// or gs:// on clusters)")
+    p.add_argument("--storage-path", type=storage_uri, help="where the study lives, as <storage-path>/<name>: s3://, "
+                   "gs:// or a shared directory (default: only --study-dir); --study-dir is then its working copy "
+                   "(default: ~/.cache/vlpet-studies)")
     p.add_argument("--resume", action="store_true", help="continue the study in --study-dir, with the config in "
                                                            "its study.json")
     p.add_argument("--name", help="study name (study.name)")
@@ -101,43 +111,63 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.address:
         loopback_local_cluster()  # before anything imports ray
-    if args.resume:
-        study_dir = args.study_dir or Path("runs/studies") / load_config(args).settings.name
-        cfg = resumed_config(args, study_dir)
-    else:
-        cfg = load_config(args)
-        study_dir = args.study_dir or Path("runs/studies") / cfg.settings.name
+    given = load_config(args)
+    study_dir, home = study_location(args, given.settings.name)
+    cfg = resumed_config(args, study_dir) if args.resume else given
     from rich.console import Console
 
     from studies.console import route_driver_logs, study_header, study_summary
     from studies.interrupts import StudyInterrupted
     from studies.results_table import RESULTS
+    from studies.searcher import optuna_storage
     from studies.study import run_study
     from studies.study_dir import check_study_dir
     from vlpet.data.dataset import check_data
 
     check_study_dir(study_dir.resolve(), args.resume)
+    optuna_storage(cfg, study_dir.resolve())  # reachable (PostgreSQL) or creatable (SQLite) before any trial
     if args.address:
         check_address(args.address)
     console = Console(highlight=False, soft_wrap=True)
     data = check_data(cfg.run.data, cfg.run.backbone.feat_dim, args.address)
-    for line in study_header(cfg, study_dir, data):
+    for line in study_header(cfg, study_dir, data, home and home.uri):
         console.print(line, markup=False)
     route_driver_logs(study_dir)
     connect(args.address, args.num_cpus, log_to_driver=False)  # the trials' output is in their logs
     try:
-        run_study(cfg, study_dir, args.storage_path, args.resume, console=console)
+        run_study(cfg, study_dir, resume=args.resume, console=console, home=home)
     except StudyInterrupted as stop:
-        print(f"study interrupted ({stop}): every finished epoch is in {study_dir / RESULTS}; no report written.\n"
-              f"resume with: python studies/frontier.py --resume --study-dir {study_dir}", file=sys.stderr)
+        kept = f"{study_dir / RESULTS}{f' and {home.uri}' if home else ''}"
+        print(f"study interrupted ({stop}): every finished epoch is in {kept}; no report written.\n"
+              f"resume with: python studies/frontier.py {resume_flags(study_dir, home)}", file=sys.stderr)
         return stop.exit_code
     if not args.no_report:
         from analysis.report import build_report
 
         report, result = build_report(study_dir, backbone=f"{cfg.family}-base")
-        for line in study_summary(study_dir, report, result):
+        if home:
+            home.sync()  # the report too
+        for line in study_summary(study_dir, report, result, home and home.uri):
             console.print(line, markup=False)
     return 0
+
+
+def study_location(args: argparse.Namespace, name: str) -> tuple[Path, StudyHome | None]:
+    """The study's directory and, with --storage-path, its home (checked writable; resumed: the study's
+    files fetched from it into the working copy)."""
+    if not args.storage_path:
+        return args.study_dir or Path("runs/studies") / name, None
+    from studies.study_home import StudyHome  # imports ray: after loopback_local_cluster()
+
+    home = StudyHome.locate(args.storage_path, name, args.resume, args.study_dir)
+    if args.resume:
+        home.fetch()
+    return home.local, home
+
+
+def resume_flags(study_dir: Path, home: StudyHome | None) -> str:
+    """The flags that resume this study: its home (which holds everything) or its directory."""
+    return f"--resume --storage-path {home.uri}" if home else f"--resume --study-dir {study_dir}"
 
 
 if __name__ == "__main__":

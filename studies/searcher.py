@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from sqlalchemy.exc import SQLAlchemyError
@@ -44,12 +45,37 @@ class VariantSpace:
 
 
 def optuna_storage(cfg: StudyConfig, study_dir: Path) -> optuna.storages.BaseStorage:
-    """The Optuna RDB storage: the configured URL, else a SQLite file in the study directory."""
+    """The Optuna RDB storage: the configured URL (PostgreSQL on clusters), else a SQLite file in the study
+    directory. One that cannot be opened is a one-line ConfigError (frontier.py opens it before Ray starts)."""
     url = cfg.settings.optuna_storage or f"sqlite:///{study_dir / 'optuna.db'}"
+    # a server that drops packets would otherwise hang the driver; SQLite takes no such argument
+    engine = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else None
     try:
-        return optuna.storages.RDBStorage(url)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except (SQLAlchemyError, ImportError, ValueError, OSError) as err:  # a bad URL, a missing driver, no access
-        raise ConfigError(f"study.optuna_storage={url!r}: cannot open ({type(err).__name__}: {err})") from None
+        raise ConfigError(f"study.optuna_storage={shown_url(url)}: cannot open it ({first_line(err)}); "
+                          f"{_storage_fix(err)}") from None
+
+
+def shown_url(url: str) -> str:
+    """A database URL as it may be printed: its password masked."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except (SQLAlchemyError, ValueError):
+        return "<unparsable URL>"
+
+
+def first_line(err: BaseException) -> str:
+    """A database error's own message, first line (SQLAlchemy appends SQL and a help link)."""
+    cause = getattr(err, "orig", None) or err
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
+def _storage_fix(err: BaseException) -> str:
+    if isinstance(err, ImportError) or "psycopg2" in str(err):
+        return "install the database driver (pip install 'vlpet-studies[postgres]' for PostgreSQL)"
+    return "check the URL (driver://user:password@host:port/database) and that the database server is up"
 
 
 def variant_seed(seed: int, variant_name: str) -> int:

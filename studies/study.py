@@ -10,7 +10,8 @@ from full-fidelity runs only.
 
 Persistence: the results table (Parquet, written atomically after every report), the Optuna study
 (SQLite or PostgreSQL), Tune's experiment state and the checkpoints all live under the study
-directory, so a killed driver resumes (`--resume`) with every finished result kept.
+directory, or in the study's home on object storage (`studies.study_home`), so a killed driver, or a
+lost head node, resumes (`--resume`) with every finished result kept.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from studies.schedulers import study_scheduler
 from studies.searcher import sampler_for_budget, study_searcher, trials_per_variant
 from studies.stopper import DeviceHoursStopper
 from studies.study_config import StudyConfig
+from studies.study_home import HomeSync, StudyHome
 from studies.trial import run_trial
 from vlpet.results import REFERENCE, RUN, SEARCH, SEEDS, TrialRun, final_rows
 from vlpet.train.ray_trainer import check_resources
@@ -44,8 +46,9 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def study_trainable(cfg: StudyConfig, storage_path: str, study_dir: Path) -> Any:
-    """The Tune trainable of every trial: `run_trial`, its output in the trial's log under `study_dir`. An in-process trial holds its worker's CPUs and
+def study_trainable(cfg: StudyConfig, storage_path: str, study_dir: Path, home: str | None = None) -> Any:
+    """The Tune trainable of every trial: `run_trial`, its output in the trial's log under `study_dir` (and
+    uploaded to the study's `home` if it has one). An in-process trial holds its worker's CPUs and
     GPUs itself; a worker-group trial only waits on its TorchTrainer (checkpoints under
     <storage_path>/train), so it holds no CPU, a token of memory (Ray refuses empty bundles)."""
     t = cfg.run.train
@@ -54,7 +57,7 @@ def study_trainable(cfg: StudyConfig, storage_path: str, study_dir: Path) -> Any
               else {"CPU": 0, "memory": 2**20})
     trainable = tune.with_parameters(run_trial, max_params=cfg.settings.max_params,
                                      train_storage=f"{storage_path.rstrip('/')}/train", in_process=in_process,
-                                     study_dir=str(study_dir))
+                                     study_dir=str(study_dir), home=home)
     return tune.with_resources(trainable, tune.PlacementGroupFactory([bundle]))
 
 
@@ -72,15 +75,17 @@ class Study:
     """One study: its config, its directory (results table, Optuna storage, study.json), where Tune keeps
     its state, the trainable of its trials, and the phases that fill the results table.
 
+    `home`: where the study lives when it is not only on this machine (`studies.study_home`): Tune's state
+    goes there, and the study's files after each change; `study_dir` is then its working copy.
     `console`: where the study's progress is shown (`studies.console`; default: quiet, as benchmarks and
     tests want it). `trainable` is for benchmarks that replay recorded trials instead of training them.
     Expects Ray to be initialised (see studies.ray_cluster.connect)."""
 
     def __init__(self, cfg: StudyConfig, study_dir: Path, storage_path: str | None = None, resume: bool = False,
-                 trainable: Any = None, console: Console | None = None):
-        self.cfg, self.dir, self.resume = cfg, Path(study_dir).resolve(), resume
-        self.storage_path = storage_path or str(self.dir / "ray")
-        self.trainable = trainable or study_trainable(cfg, self.storage_path, self.dir)
+                 trainable: Any = None, console: Console | None = None, home: StudyHome | None = None):
+        self.cfg, self.dir, self.resume, self.home = cfg, Path(study_dir).resolve(), resume, home
+        self.storage_path = storage_path or (home.tune_storage if home else str(self.dir / "ray"))
+        self.trainable = trainable or study_trainable(cfg, self.storage_path, self.dir, home and home.uri)
         recorded = study_dirs.check_study_dir(self.dir, resume)
         self.record = recorded if resume else study_dirs.describe(cfg.to_dict(), f"{cfg.family}-base", self.dir)
         t = cfg.run.train
@@ -97,8 +102,16 @@ class Study:
         check_resources(self.cfg.run.train)
         if not self.resume:
             study_dirs.write(self.dir, self.record)
-        with self.stop:
-            return self._phases()
+        try:
+            with self.stop:
+                return self._phases()
+        finally:  # finished or interrupted: the home gets the last of the study's files
+            self.sync()
+
+    def sync(self) -> None:
+        """Upload the study's changed files to its home (a no-op for a study without one)."""
+        if self.home:
+            self.home.sync()
 
     def _phases(self) -> pd.DataFrame:
         s = self.cfg.settings
@@ -188,15 +201,16 @@ class Study:
         if self.restoring(name):
             return tune.Tuner.restore(self._experiment_path(name), trainable=self.trainable, resume_unfinished=True,
                                       resume_errored=True)
-        # the table before the console: a trial's console line is read from its final row
+        # the table first: the home's upload and a trial's console line read what it wrote
+        callbacks = [self.table, *([HomeSync(self.home)] if self.home else []), ConsoleCallback()]
         run_config = tune.RunConfig(
-            name=name, storage_path=self.storage_path, callbacks=[self.table, ConsoleCallback()], stop=self.stopper,
+            name=name, storage_path=self.storage_path, callbacks=callbacks, stop=self.stopper,
             failure_config=tune.FailureConfig(max_failures=self.cfg.settings.max_failures), verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2))  # an in-process trial's: the 2 latest epochs
         return tune.Tuner(self.trainable, tune_config=tune_config, param_space=param_space, run_config=run_config)
 
 
 def run_study(cfg: StudyConfig, study_dir: Path, storage_path: str | None = None, resume: bool = False,
-              console: Console | None = None) -> pd.DataFrame:
+              console: Console | None = None, home: StudyHome | None = None) -> pd.DataFrame:
     """Run (or resume) the study of `cfg` in `study_dir`: `Study(...).run()`."""
-    return Study(cfg, study_dir, storage_path, resume, console=console).run()
+    return Study(cfg, study_dir, storage_path, resume, console=console, home=home).run()

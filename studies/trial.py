@@ -9,6 +9,7 @@ study's console shows one line per trial and the table's `log_path` says where t
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,11 @@ def trial_log_path(study_dir: str | Path, trial_id: str) -> Path:
 
 
 def run_trial(config: dict[str, Any], max_params: int | None, train_storage: str, in_process: bool,
-              study_dir: str | None = None) -> None:
+              study_dir: str | None = None, home: str | None = None) -> None:
     """Skip a configuration over the parameter budget (no compute spent), else train it, reporting every
     epoch to Tune with its checkpoint. A retried or resumed trial continues from its latest checkpoint.
-    With `study_dir`, the trial's output goes to its log there (`trial_log_path`)."""
+    With `study_dir`, the trial's output goes to its log there (`trial_log_path`), uploaded to the study's
+    `home` (`studies.study_home`) when the trial ends: the node that ran it may not be the driver's."""
     submitted_at = time.time()
     run = trial_run(config)
     if max_params is not None and run["trainable"] > max_params:
@@ -42,14 +44,30 @@ def run_trial(config: dict[str, Any], max_params: int | None, train_storage: str
         return
     trial_id = tune.get_context().get_trial_id()
     log = trial_log_path(study_dir, trial_id) if study_dir else None
-    if in_process:
-        with output_to(log):
-            train_in_process(run["spec"], submitted_at)
-        return
-    # a worker group: its checkpoints live under the run name (the trial id), its reports reach Tune
-    # through TuneReportCallback, its workers write to the trial's log
-    make_trainer(run["spec"], train_storage, f"trial_{trial_id}", callbacks=[TuneReportCallback()],
-                 log_path=log).fit()
+    try:
+        if in_process:
+            with output_to(log):
+                train_in_process(run["spec"], submitted_at)
+            return
+        # a worker group: its checkpoints live under the run name (the trial id), its reports reach Tune
+        # through TuneReportCallback, its workers write to the trial's log
+        make_trainer(run["spec"], train_storage, f"trial_{trial_id}", callbacks=[TuneReportCallback()],
+                     log_path=log).fit()
+    finally:
+        if log and home:
+            upload_logs(log, home)
+
+
+def upload_logs(log: Path, home: str) -> None:
+    """Upload a trial's log (and its workers' `.rank<k>` logs written on this node) to the study's home. A
+    failed upload costs the log, not the trial."""
+    from studies.study_home import join, upload
+
+    for path in sorted(log.parent.glob(f"{log.stem}*.log")):
+        try:
+            upload(path, join(home, LOGS, path.name))
+        except OSError as err:
+            print(f"warning: could not upload {path} to the study's home ({err})", file=sys.stderr)
 
 
 def train_in_process(spec: dict[str, Any], submitted_at: float) -> None:

@@ -99,9 +99,9 @@ def ray_local(tmp_path_factory):
 @pytest.fixture
 def two_nodes():
     """A real two-node Ray cluster on 127.0.0.1, stopped by killing exactly its own processes."""
-    from tests.ray_nodes import TwoNodeCluster
+    from tests.ray_nodes import LocalRayCluster
 
-    cluster = TwoNodeCluster().start()
+    cluster = LocalRayCluster(worker_nodes=1).start()
     yield cluster
     cluster.stop()
     assert not cluster.processes()

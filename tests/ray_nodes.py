@@ -1,6 +1,6 @@
-"""A real two-node Ray cluster on 127.0.0.1 for tests: `ray start --head` plus `ray start --address`
-(two raylets), each with its own CPU, stopped by killing exactly the processes it started (found by
-the cluster's private temp dir in their command lines)."""
+"""A real Ray cluster on 127.0.0.1 for tests: `ray start --head` plus `ray start --address` per worker
+node (a raylet each), each with its own CPU, stopped by killing exactly the processes it started (found
+by the cluster's private temp dir in their command lines)."""
 
 from __future__ import annotations
 
@@ -30,23 +30,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class TwoNodeCluster:
-    """Head + one worker node on loopback; `address` for `--address`, `stop()` ends only its processes."""
+class LocalRayCluster:
+    """A head and `worker_nodes` worker nodes on loopback; `address` for `--address`, `dashboard` for the
+    Jobs API, `stop()` ends only its processes. `env`: extra environment of every node (and so of the
+    jobs and workers they start)."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker_nodes: int = 1, head_cpus: int = 1, env: dict[str, str] | None = None) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="vlpet-ray-")
-        self.port = free_port()
+        self.port, self.worker_nodes, self.head_cpus = free_port(), worker_nodes, head_cpus
         self.address = f"127.0.0.1:{self.port}"
-        # detect a dead node within seconds instead of Ray's default tens of seconds
-        self.env = {**without_loopback(os.environ), "RAY_AUTH_MODE": "token", "RAY_health_check_period_ms": "2000",
-                    "RAY_health_check_failure_threshold": "5", "RAY_health_check_initial_delay_ms": "2000"}
+        self.dashboard = f"http://127.0.0.1:{free_port()}"
+        # a head alone stays on loopback; a worker node refuses the loopback setting (see above).
+        # Detect a dead node within seconds instead of Ray's default tens of seconds.
+        base = without_loopback(os.environ) if worker_nodes else dict(os.environ)
+        self.env = {**base, "RAY_AUTH_MODE": "token", "RAY_health_check_period_ms": "2000",
+                    "RAY_health_check_failure_threshold": "5", "RAY_health_check_initial_delay_ms": "2000",
+                    **(env or {})}
 
-    def start(self) -> TwoNodeCluster:
+    def start(self) -> LocalRayCluster:
+        head_args = [arg if arg != "--num-cpus=1" else f"--num-cpus={self.head_cpus}" for arg in NODE_ARGS]
         subprocess.run([RAY, "start", "--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
-                        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}",
-                        *NODE_ARGS], env=self.env, check=True, capture_output=True, timeout=120)
-        subprocess.run([RAY, "start", f"--address={self.address}", *NODE_ARGS], env=self.env, check=True,
-                       capture_output=True, timeout=120)
+                        "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                        f"--dashboard-port={self.dashboard.rpartition(':')[2]}", *head_args],
+                       env=self.env, check=True, capture_output=True, timeout=120)
+        for _ in range(self.worker_nodes):
+            subprocess.run([RAY, "start", f"--address={self.address}", *NODE_ARGS], env=self.env, check=True,
+                           capture_output=True, timeout=120)
         return self
 
     def processes(self) -> list[psutil.Process]:

@@ -1,0 +1,109 @@
+"""A study's home on object storage (`studies.study_home`), against an S3-compatible server on 127.0.0.1
+that checks credentials; and the one-line errors of a bad home or Optuna storage, before any trial."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+import pytest
+
+from studies import frontier
+from studies.study_home import StudyHome, join, working_copy
+from tests.services import S3Server
+from vlpet.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = S3Server().start()
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)  # pyarrow reads the standard AWS variables, as on a cluster node
+    yield server
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    server.stop()
+
+
+def test_a_home_gets_changed_files_whole_and_a_fresh_copy_fetches_them(s3, tmp_path):
+    uri = f"s3://{s3.bucket}/studies"
+    home = StudyHome.locate(uri, "t", resume=False, study_dir=tmp_path / "a")
+    assert home.uri == f"{uri}/t" and home.tune_storage == f"{uri}/t/ray"
+    (home.local / "logs").mkdir(parents=True)
+    (home.local / "study.json").write_text('{"study": {}}')
+    (home.local / "logs" / "trial_1.log").write_text("epoch 1\n")
+    (home.local / "ray").mkdir()
+    (home.local / "ray" / "state.json").write_text("Tune writes its own")  # never uploaded by the study
+    with sqlite3.connect(home.local / "optuna.db") as db:
+        db.execute("create table t (x int)")
+        db.execute("insert into t values (1)")
+    assert home.sync() == ["logs/trial_1.log", "optuna.db", "study.json"]
+    assert home.sync() == []  # nothing changed
+    time.sleep(0.01)
+    (home.local / "logs" / "trial_1.log").write_text("epoch 1\nepoch 2\n")
+    assert home.sync() == ["logs/trial_1.log"]
+    assert s3.keys("studies/t/") == ["studies/t/logs/trial_1.log", "studies/t/optuna.db", "studies/t/study.json"]
+
+    with pytest.raises(ConfigError, match="already holds a study; pass --resume"):
+        StudyHome.locate(uri, "t", resume=False, study_dir=tmp_path / "b")
+    # resumed elsewhere from the home alone: by the study's own URI, or by the storage path and its name
+    for given in (f"{uri}/t", uri):
+        fresh = StudyHome.locate(given, "t", resume=True, study_dir=tmp_path / given[-1])
+        assert fresh.uri == f"{uri}/t"
+        assert fresh.fetch() == ["logs/trial_1.log", "optuna.db", "study.json"]
+        assert (fresh.local / "logs" / "trial_1.log").read_text() == "epoch 1\nepoch 2\n"
+        with sqlite3.connect(fresh.local / "optuna.db") as db:
+            assert db.execute("select x from t").fetchall() == [(1,)]
+        assert fresh.fetch() == []  # the copy is as new as the home
+    # a working copy written after its last upload (the driver killed in between) keeps its newer file
+    (home.local / "study.json").write_text('{"newer": 1}')
+    assert "study.json" not in home.fetch() and (home.local / "study.json").read_text() == '{"newer": 1}'
+    with pytest.raises(ConfigError, match="holds no study"):
+        StudyHome.locate(uri, "other", resume=True, study_dir=tmp_path / "c")
+
+
+def test_uri_parameters_and_the_default_working_copy(monkeypatch, tmp_path):
+    assert join("s3://b/p?endpoint_override=h:1", "t", "ray") == "s3://b/p/t/ray?endpoint_override=h:1"
+    monkeypatch.setenv("VLPET_STUDY_CACHE", str(tmp_path))
+    copy = working_copy("s3://b/studies/t?region=x")
+    assert copy.parent == tmp_path and copy.name.startswith("t-")
+    assert copy == working_copy("s3://b/studies/t")  # the same study, whatever its URI's parameters
+    assert working_copy("s3://other/studies/t") != copy
+
+
+def _frontier_error(capsys, *flags: str) -> str:
+    assert frontier.main(["--no-report", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # one line
+    return err
+
+
+def test_a_bad_home_fails_in_one_line_before_any_trial(s3, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("VLPET_STUDY_CACHE", str(tmp_path))
+    err = _frontier_error(capsys, "--storage-path", "s3://no-such-vlpet-bucket/studies")
+    assert "--storage-path s3://no-such-vlpet-bucket/studies/embedded: the bucket does not exist" in err
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    assert "wrong secret key" in _frontier_error(capsys, "--storage-path", f"s3://{s3.bucket}/studies")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWN")
+    assert "unknown access key" in _frontier_error(capsys, "--storage-path", f"s3://{s3.bucket}/studies")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert "no AWS credentials found" in _frontier_error(capsys, "--storage-path", f"s3://{s3.bucket}/studies")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.env["AWS_ACCESS_KEY_ID"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.env["AWS_SECRET_ACCESS_KEY"])
+    closed = f"s3://{s3.bucket}/studies?endpoint_override=http://127.0.0.1:9"
+    assert "the endpoint is unreachable" in _frontier_error(capsys, "--storage-path", closed)
+    assert not list(tmp_path.iterdir())  # no study was started
+    import ray
+
+    assert not ray.is_initialized()
+
+
+def test_an_unreachable_optuna_database_fails_in_one_line_before_any_trial(capsys, tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text("study:\n  optuna_storage: postgresql+psycopg2://vlpet:secret@127.0.0.1:9/vlpet\n")
+    err = _frontier_error(capsys, "--config", str(config), "--study-dir", str(tmp_path / "s"))
+    assert err.startswith("error: study.optuna_storage=postgresql+psycopg2://vlpet:***@127.0.0.1:9/vlpet: cannot "
+                          "open it (connection to server at \"127.0.0.1\", port 9 failed: Connection refused"), err
+    assert "secret" not in err
