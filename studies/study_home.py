@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import sqlite3
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -212,17 +213,25 @@ class StudyHome:
 
     def sync(self, under: str = "") -> list[str]:
         """Upload every file of the working copy (or of its folder `under`) that changed since its last
-        upload (the Optuna SQLite file as a consistent snapshot); returns the files uploaded."""
-        sent = []
+        upload (the Optuna SQLite file as a consistent snapshot); returns the files uploaded. A failed
+        upload is said on stderr and retried at the next sync: a storage hiccup does not stop the study."""
+        sent, failed = [], []
         files = (self.local / under).rglob("*")
         for path in sorted(p for p in files if p.is_file() and not p.name.endswith(".tmp")):
             relative = path.relative_to(self.local).as_posix()
             stat = path.stat()
             if relative.split("/")[0] in NOT_SYNCED or self._sent.get(relative) == (stat.st_mtime_ns, stat.st_size):
                 continue
-            self._upload(path, relative)
+            try:
+                self._upload(path, relative)
+            except OSError as err:
+                failed.append(f"{relative} ({_reason(err)})")
+                continue
             self._sent[relative] = (stat.st_mtime_ns, stat.st_size)
             sent.append(relative)
+        if failed:
+            print(f"warning: not uploaded to {_without_query(self.uri)}, retried at the next sync: {'; '.join(failed)}",
+                  file=sys.stderr)
         return sent
 
     def _upload(self, path: Path, relative: str) -> None:

@@ -18,12 +18,12 @@ from pathlib import Path
 from tests.ray_nodes import free_port
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = 60) -> None:
-    """Until 127.0.0.1:`port` accepts connections; a server that exits first fails the test with its output."""
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
+    """Until 127.0.0.1:`port` accepts connections; a server that exits first fails the test with its log."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
@@ -45,10 +45,13 @@ class S3Server:
 
     def start(self) -> S3Server:
         # moto authenticates every request after the first three: those create the user, its key and policy
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for_port(self.port, self.proc)
+        # its request log goes to a file: a pipe nobody reads would fill up and stall the server
+        self.log = Path(tempfile.mkstemp(prefix="vlpet-moto-", suffix=".log")[1])
+        with open(self.log, "w") as out:  # the server keeps its own descriptor
+            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                                          str(self.port)], env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+                                         stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, self.proc, self.log)
         import boto3
 
         anyone = {"endpoint_url": self.endpoint, "region_name": "us-east-1", "aws_access_key_id": "none",
@@ -81,11 +84,8 @@ class S3Server:
 
     def stop(self) -> None:
         self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # werkzeug's server can sit in a request
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.proc.wait(timeout=30)
+        self.log.unlink(missing_ok=True)
 
 
 def postgres_bin(name: str) -> str:
@@ -115,11 +115,12 @@ class PostgresServer:
         data = self.dir / "data"
         subprocess.run(self._as_server_user(postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"),
                        check=True, capture_output=True, timeout=120)
-        self.proc = subprocess.Popen(self._as_server_user(postgres_bin("postgres"), "-D", str(data), "-p",
-                                                          str(self.port), "-c", "listen_addresses=127.0.0.1", "-k",
-                                                          str(self.dir)),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for_port(self.port, self.proc)
+        self.log = self.dir / "server.log"
+        server = self._as_server_user(postgres_bin("postgres"), "-D", str(data), "-p", str(self.port), "-c",
+                                      "listen_addresses=127.0.0.1", "-k", str(self.dir))
+        with open(self.log, "w") as out:  # the server keeps its own descriptor
+            self.proc = subprocess.Popen(server, stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, self.proc, self.log)
         return self
 
     def stop(self) -> None:

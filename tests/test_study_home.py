@@ -63,6 +63,17 @@ def test_a_home_gets_changed_files_whole_and_a_fresh_copy_fetches_them(s3, tmp_p
         StudyHome.locate(uri, "other", resume=True, study_dir=tmp_path / "c")
 
 
+def test_a_failed_upload_is_said_and_retried_at_the_next_sync(s3, tmp_path, capsys):
+    home = StudyHome("s3://vlpet-later-bucket/studies/u", tmp_path)
+    (tmp_path / "results.parquet").write_bytes(b"rows")
+    assert home.sync() == []  # the bucket is not there (yet)
+    assert "warning: not uploaded to s3://vlpet-later-bucket/studies/u, retried at the next sync: results.parquet " \
+           "(the bucket does not exist" in capsys.readouterr().err
+    s3.client().create_bucket(Bucket="vlpet-later-bucket")
+    assert home.sync() == ["results.parquet"]
+    assert s3.client().get_object(Bucket="vlpet-later-bucket", Key="studies/u/results.parquet")["Body"].read() == b"rows"
+
+
 def test_uri_parameters_and_the_default_working_copy(monkeypatch, tmp_path):
     assert join("s3://b/p?endpoint_override=h:1", "t", "ray") == "s3://b/p/t/ray?endpoint_override=h:1"
     monkeypatch.setenv("VLPET_STUDY_CACHE", str(tmp_path))

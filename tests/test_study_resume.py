@@ -1,11 +1,12 @@
-"""A study whose driver is killed mid-run and resumed: every trial exactly once, nothing lost.
-Its own module, so no other Ray instance runs on the machine meanwhile."""
+"""A study whose driver is killed (its home in a bucket) or interrupted mid-run and resumed: every trial
+exactly once, nothing lost. Its own module, so no other Ray instance runs on the machine meanwhile."""
 
 from __future__ import annotations
 
-import json
+import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,38 +27,57 @@ RAY_OUTPUT = re.compile(r"\((run_trial|raylet|TrainController|\w+) pid=|\b(INFO|
                         r"Configuration for experiment|TrainingReport|View detailed results|tensorboard|PTBTokenizer")
 
 
-def _run_frontier(config: Path, study_dir: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TRAIN_V2_ENABLED": "1"}
-    return subprocess.Popen([sys.executable, str(ROOT / "studies" / "frontier.py"), "--config", str(config),
-                             "--study-dir", str(study_dir), "--num-cpus", "3", "--no-report", *extra],
+def _run_frontier(config: Path | None, study_dir: Path | None, *extra: str, env: dict | None = None,
+                  log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TRAIN_V2_ENABLED": "1", **(env or {})}
+    flags = [*(["--config", str(config)] if config else []), *(["--study-dir", str(study_dir)] if study_dir else [])]
+    return subprocess.Popen([sys.executable, str(ROOT / "studies" / "frontier.py"), *flags, "--num-cpus", "3",
+                             "--no-report", *extra],
                             env=env, start_new_session=True, stderr=subprocess.STDOUT,
-                            stdout=open(study_dir.parent / f"driver{len(extra)}.log", "w"))  # kept for a failure
+                            stdout=open(log, "w"))  # kept for a failure
+
+
+@pytest.fixture
+def s3():
+    from tests.services import S3Server
+
+    server = S3Server().start()
+    yield server
+    server.stop()
 
 
 @pytest.mark.slow
-def test_killed_driver_resumes_with_every_trial_exactly_once(bench, tokenizer_dir, tmp_path):
+def test_killed_driver_resumes_from_the_bucket_alone_with_every_trial_exactly_once(bench, tokenizer_dir, tmp_path,
+                                                                                   s3):
+    """A study homed in S3 (an S3-compatible server on 127.0.0.1 that checks credentials): its driver is
+    killed mid-study and its local working copy deleted; `--resume --storage-path <home>` continues from the
+    bucket alone, every trial exactly once, and the report is built from the bucket URI."""
     data = study_dict(bench, tokenizer_dir, variants=["vlpet-large"], trials_per_variant=2, max_concurrent_trials=1,
                       early_stopping="none", paper_reference=False)
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(data))
-    study_dir = tmp_path / "study"
-    proc = _run_frontier(config, study_dir)
+    env = {**s3.env, "VLPET_STUDY_CACHE": str(tmp_path / "cache")}  # the working copy's default place
+    storage, home = f"s3://{s3.bucket}/studies", f"s3://{s3.bucket}/studies/t"
+    proc = _run_frontier(config, None, "--storage-path", storage, env=env, log=tmp_path / "driver0.log")
     deadline = time.time() + 300
-    while time.time() < deadline:  # kill once the first trial has finished, mid-study
-        results = study_dir / "results.parquet"
-        if results.is_file() and (pd.read_parquet(results)["fidelity"] >= 1).any():
+    while time.time() < deadline:  # kill once the bucket's table holds a finished trial, mid-study
+        if "studies/t/results.parquet" in s3.keys("studies/t/") and (
+                pd.read_parquet(io.BytesIO(s3.read("studies/t/results.parquet")))["fidelity"] >= 1).any():
             break
         time.sleep(1)
     else:
-        pytest.fail("the study produced no finished trial within 300 s")
+        pytest.fail("the bucket got no finished trial within 300 s: " + (tmp_path / "driver0.log").read_text()[-3000:])
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, nothing else
     proc.wait()
-    before = pd.read_parquet(study_dir / "results.parquet")
+    before = pd.read_parquet(io.BytesIO(s3.read("studies/t/results.parquet")))
     finished_before = set(final_rows(before).query("fidelity >= 1")["trial_id"])
+    shutil.rmtree(tmp_path / "cache")  # the head is lost: only the bucket is left
+    assert {"studies/t/study.json", "studies/t/optuna.db", "studies/t/ray/search/tuner.pkl"} <= set(
+        s3.keys("studies/t/"))
 
-    resumed = _run_frontier(config, study_dir, "--resume")
-    assert resumed.wait(timeout=600) == 0
-    table = pd.read_parquet(study_dir / "results.parquet")
+    resumed = _run_frontier(None, None, "--resume", "--storage-path", home, env=env, log=tmp_path / "driver1.log")
+    assert resumed.wait(timeout=600) == 0, (tmp_path / "driver1.log").read_text()[-3000:]
+    table = pd.read_parquet(io.BytesIO(s3.read("studies/t/results.parquet")))
     final = final_rows(table)
     # a trial that started after Tune's last save of the experiment is re-run as a new trial with its
     # configuration: its finished epochs stay, closed as failed, naming the new trial
@@ -70,11 +90,20 @@ def test_killed_driver_resumes_with_every_trial_exactly_once(bench, tokenizer_di
     assert finished_before <= set(final["trial_id"])  # finished results kept
     kept = before.merge(table, on=["trial_id", "epoch"], suffixes=("_before", ""))
     assert (kept["score_before"].fillna(-1) == kept["score"].fillna(-1)).all()
-    storage = f"sqlite:///{study_dir / 'optuna.db'}"
-    trials = [t for t in optuna.load_study(study_name="t-vlpet-large", storage=storage).trials
+    optuna_db = tmp_path / "optuna.db"
+    optuna_db.write_bytes(s3.read("studies/t/optuna.db"))
+    trials = [t for t in optuna.load_study(study_name="t-vlpet-large", storage=f"sqlite:///{optuna_db}").trials
               if "duplicate_of" not in t.user_attrs]  # a restored sampler may redraw a point: drawn again
     assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)  # each told once, as finished
-    assert json.loads((study_dir / "study.json").read_text())["study"]["name"] == "t"
+    for trial_id in final["trial_id"]:  # each trial's log is in the bucket, uploaded by the trial
+        assert "training vlpet on tiny-bart" in s3.read(f"studies/t/logs/trial_{trial_id}.log").decode()
+
+    report = subprocess.run([sys.executable, "-m", "analysis.report", home, "--no-png", "--study-dir",
+                             str(tmp_path / "report-copy")], env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "vlpet-large" in (tmp_path / "report-copy" / "report" / "report.md").read_text()
+    assert "studies/t/report/report.md" in s3.keys("studies/t/report/")
 
 
 def _listening(pid: int) -> list[tuple[str, int]]:
@@ -96,7 +125,7 @@ def test_interrupted_study_exits_130_and_resumes_from_its_directory_alone(bench,
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(data))
     study_dir = tmp_path / "study"
-    proc = _run_frontier(config, study_dir)
+    proc = _run_frontier(config, study_dir, log=tmp_path / "driver0.log")
     deadline = time.time() + 300
     while time.time() < deadline:  # the first trial's first epoch is in: its second is running
         results = study_dir / "results.parquet"
