@@ -189,7 +189,6 @@ def _entries(path: Path, fields: tuple[str, ...]) -> list[dict[str, Any]]:
 VQA_ANNOTATIONS = ("v2_mscoco_train2014_annotations.json", "v2_mscoco_val2014_annotations.json")
 
 
-@lru_cache(maxsize=4)
 def _annotation_answers(path: Path) -> dict[int, list[str]]:
     """question_id -> the 10 human answers, from one official VQA v2 annotation file."""
     data = read_json(path)
@@ -202,14 +201,22 @@ def _annotation_answers(path: Path) -> dict[int, list[str]]:
     return answers
 
 
+@lru_cache(maxsize=2)
+def _official_vqa_answers(vqa_dir: Path) -> dict[int, list[str]]:
+    """question_id -> human answers of both official annotation files, merged (the later file wins)."""
+    answers: dict[int, list[str]] = {}
+    for name in VQA_ANNOTATIONS:
+        answers |= _annotation_answers(vqa_dir / name)
+    return answers
+
+
 def _human_answers(vqa_dir: Path, qid: int, source: Path) -> list[str]:
     """The official human answers of question `qid` (of annotation file `source`)."""
-    for name in reversed(VQA_ANNOTATIONS):  # val2014 first: its entry wins, as in the official merge
-        answers = _annotation_answers(vqa_dir / name).get(qid)
-        if answers is not None:
-            return answers
-    raise ConfigError(f"{vqa_dir}: neither {' nor '.join(VQA_ANNOTATIONS)} has answers for question_id {qid} "
-                      f"of {source.name}")
+    answers = _official_vqa_answers(vqa_dir).get(qid)
+    if answers is None:
+        raise ConfigError(f"{vqa_dir}: neither {' nor '.join(VQA_ANNOTATIONS)} has answers for question_id {qid} "
+                          f"of {source.name}")
+    return answers
 
 
 def _question(entry: dict[str, Any], path: Path, index: int) -> str:
@@ -361,7 +368,7 @@ def load_video_caption(root: Path, name: str, folder: str, source: str, with_ts:
         for d in e["descs"]:
             if not isinstance(d, dict) or "desc" not in d or "desc_id" not in d:
                 raise ConfigError(f"{path}: entry {i} has a desc without 'desc' or 'desc_id'")
-            desc = text_field(d, "desc", path, i).strip()
+            desc = text_field(d, "desc", path, i)  # as written: the official loader trains on it unstripped
             out.append(Example(str(d["desc_id"]), *video, {desc: 1.0}, [desc], meta=meta))
     return out
 
