@@ -1,8 +1,10 @@
 """Predict a split of every task of a run config with a saved adapter checkpoint, and write one file per
 task in the form its evaluation server takes (labelled splits too; nothing is scored).
 
-    vlpet-predict runs/train/video/checkpoint_000009 --config studies/configs/video_run.yaml --split test
-        # = python studies/predict.py ...; writes predictions/tvqa_test_predictions.json, ...
+    vlpet-predict CHECKPOINT_DIR --config studies/configs/embedded_run.yaml --split test
+        # = python studies/predict.py ...; writes predictions/vqa_test_predictions.json, ...
+
+CHECKPOINT_DIR is a checkpoint a run reported (vlpet-train prints the last one).
 
 The checkpoint directory (adapter.safetensors + pet_config.json, as a run reports it) gives the backbone
 and the method; the config's `data` section the tasks and the data root, its `decode` section the
