@@ -22,7 +22,8 @@ COMMANDS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scri
 EXAMPLES = {"vlpet-study": "vlpet-study --config studies/configs/paper_bart_base.yaml",
             "vlpet-train": "vlpet-train [--config", "vlpet-report": "vlpet-report runs/studies/embedded",
             "vlpet-params": "vlpet-params --backbone bart-base", "vlpet-cluster-validate": "vlpet-cluster-validate cluster/",
-            "vlpet-dashboard": "vlpet-dashboard runs/studies/embedded"}
+            "vlpet-dashboard": "vlpet-dashboard runs/studies/embedded",
+            "vlpet-predict": "vlpet-predict CHECKPOINT_DIR --config studies/configs/embedded_run.yaml"}
 
 
 def test_every_command_has_an_example():

@@ -167,7 +167,7 @@ def test_image_missing_from_hdf5_file_names_the_key(bench, tmp_path):
         H5FeatureStore(root / COCO_FEATS, 16)(ex.images[0])
 
 
-@pytest.mark.parametrize("rel, field", [("vqa/karpathy_train.json", "label"), ("nlvr/valid.json", "img1"),
+@pytest.mark.parametrize("rel, field", [("vqa/karpathy_train.json", "img_id"), ("nlvr/valid.json", "img1"),
                                         ("GQA/train.json", "sent")])
 def test_annotation_without_required_field(bench, tmp_path, rel, field):
     root = _corrupt_copy(bench, tmp_path)

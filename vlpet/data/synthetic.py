@@ -31,7 +31,7 @@ SHAPES = ("circle", "square", "triangle", "star", "cross")
 SLOTS = [(r, c) for r in (0, 3, 6) for c in (0, 3, 6)]
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 STAMP = "embedded_benchmark.json"
-VERSION = 3  # bump when the generator's output changes, so cached benchmarks are rewritten
+VERSION = 4  # bump when the generator's output changes, so cached benchmarks are rewritten
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,8 @@ def generate(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> Path
         return objects
 
     # COCO images: Karpathy captions + VQA questions (train images serve both, as in COCO)
-    karpathy, vqa, official = [], {"karpathy_train": [], "karpathy_val": [], "karpathy_test": []}, []
+    karpathy, vqa = [], {"karpathy_train": [], "karpathy_val": [], "karpathy_test": []}
+    official: dict[str, list[dict]] = {"train2014": [], "val2014": []}  # annotations by the image's COCO year
     qid = 1
     answer_pools = {"other": list(COLORS + SHAPES), "number": ["0", "1", "2", "3"], "yes/no": ["yes", "no"]}
     splits = [("train", cfg.coco_train), ("val", cfg.coco_eval), ("test", cfg.coco_eval)]
@@ -206,16 +207,16 @@ def generate(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> Path
                 vqa[f"karpathy_{split}"].append({"img_id": img_id, "question_id": qid, "sent": question,
                                                  "label": _soft_label(answers), "answer_type": a_type,
                                                  "question_type": " ".join(question.split()[:2])})
-                if split != "train":
-                    official.append({"question_id": qid, "image_id": i, "answer_type": a_type,
-                                     "multiple_choice_answer": answer,
-                                     "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": k + 1}
-                                                 for k, a in enumerate(answers)]})
+                official[year].append({"question_id": qid, "image_id": i, "answer_type": a_type,
+                                       "multiple_choice_answer": answer,
+                                       "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": k + 1}
+                                                   for k, a in enumerate(answers)]})
                 qid += 1
     _dump(root / "COCO" / "dataset_coco.json", {"images": karpathy, "dataset": "coco"})
     for name, entries in vqa.items():
         _dump(root / "vqa" / f"{name}.json", entries)
-    _dump(root / "vqa" / "v2_mscoco_val2014_annotations.json", {"annotations": official, "data_subtype": "val2014"})
+    for year, entries in official.items():
+        _dump(root / "vqa" / f"v2_mscoco_{year}_annotations.json", {"annotations": entries, "data_subtype": year})
 
     # GQA: train/valid on VG images, testdev on GQA images
     gqa = {"train": [], "valid": [], "testdev": []}

@@ -46,7 +46,7 @@ from vlpet.data.synthetic import COLORS, SHAPES, World, describe, ensure_generat
 from vlpet.data.tasks import TASKS, VIDEO_ANN, VIDEO_SOURCES
 from vlpet.errors import ConfigError
 
-VIDEO_VERSION = 3  # bump when the generator's output changes, so cached benchmarks are rewritten
+VIDEO_VERSION = 4  # bump when the generator's output changes, so cached benchmarks are rewritten
 QUESTIONS = ("what shape is on screen the longest ?", "which shape is shown the longest ?",
              "what shape do we see most of the time ?")
 # Subtitle lines per source; each names the shape on screen, never its colour.
@@ -186,7 +186,10 @@ def generate_video(root: str | Path, cfg: SyntheticVideoConfig = SyntheticVideoC
     for source, rows in subs.items():
         _dump_jsonl(root / VIDEO_SOURCES[source][0], rows)
     for (task, split), rows in anns.items():
-        _dump_jsonl(root / VIDEO_ANN / task / f"{TASKS[task].splits[split][0]}.jsonl", rows)
+        files = TASKS[task].splits[split]  # TVQA's test split is two files: each gets a contiguous share
+        share = -(-len(rows) // len(files))
+        for k, name in enumerate(files):
+            _dump_jsonl(root / VIDEO_ANN / task / f"{name}.jsonl", rows[k * share:(k + 1) * share])
     write_stamp(root, cfg, VIDEO_VERSION)
     return root
 

@@ -4,18 +4,21 @@ decodes and is scored.
 
 Layout under the datasets root (keys and shapes in the README):
 
-    vqa/karpathy_{train,val,test}.json          [{img_id, question_id, sent, label{answer: score}, ...}]
-    vqa/v2_mscoco_val2014_annotations.json      official annotations (10 answers per question)
+    vqa/karpathy_{train,val,test}.json          [{img_id, question_id, sent | question, label{answer: score}, ...}]
+    vqa/test_4.json                             test-server questions (no label)
+    vqa/v2_mscoco_{train,val}2014_annotations.json
+                                                official annotations (10 answers per question), merged
     COCO/clip_features/data_clip_RN101_att/<img_id>.h5
     COCO/dataset_coco.json                      Karpathy captions {images: [{filename, split, sentences}]}
     GQA/{train,valid,testdev}.json              [{img_id, question_id, sent, label{answer: 1.0}}]
+    GQA/submit.json                             test-server questions (no label)
     VG/clip_features/data_clip_RN101_att/       features of GQA train/valid images
     GQA/clip_features/data_clip_RN101_att/      features of GQA testdev images
     nlvr/{train,valid,test}.json                [{identifier, img0, img1, label 0/1, sent, uid}]
     nlvr/clip_features/data_clip_RN101_att/
 
     video/ann/{tv,how2,yc2}_subtitles.jsonl     one line per video: {vid_name, sub: [{start, end, text}]}
-    video/ann/tvqa/tvqa_{train,val,test_public}.jsonl
+    video/ann/tvqa/tvqa_{train,val,test_public,test_release}.jsonl
                                                 {qid, vid_name, show_name, q, a0..a4, answer_idx, ts: "s-e"}
     video/ann/how2qa/how2qa_{train,val,test_public}_release.jsonl
                                                 {qid, vid_name, q, a0..a3, answer_idx, ts}
@@ -28,9 +31,12 @@ Layout under the datasets root (keys and shapes in the README):
 Video inputs follow the paper's loaders (`src/video/*_data.py`): the subtitle texts of the *whole* video
 (`vid_name` is already a clip of the show) joined in file order after "[Subs]", then the question, the
 raw `ts` value and the choices; the `ts` moment is given to the model as text, not used to cut subtitles
-(cutting them would change the inputs the paper's numbers come from). The VALUE test files carry no
-answers / descs (they are leaderboard submissions); the loaders require them, so `test` is only usable
-with labelled files.
+(cutting them would change the inputs the paper's numbers come from).
+
+Unlabelled files (the VALUE test files without `answer_idx` / `descs`, GQA `submit`, VQA `test_4`, any
+entry without its label field) load as the official loaders read them: one example per question or per
+clip, `labelled=False`, to predict for the test servers (`vlpet-predict`); they cannot be trained on or
+scored. docs/data.md lists each task's files per split.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ VIDEO_ANN = "video/ann"
 # Video sources: subtitles file and frame-feature directory (TV shows: TVQA + TVC; How2; YouCook2).
 VIDEO_SOURCES = {name: (f"{VIDEO_ANN}/{name}_subtitles.jsonl", f"video/vis_features/{name}/clip-vit")
                  for name in ("tv", "how2", "yc2")}
-Split = Literal["train", "val", "test"]
+Split = Literal["train", "val", "test", "submit"]
 
 
 @dataclass
@@ -60,7 +66,10 @@ class Example:
     """One training or evaluation item.
 
     `targets` maps each acceptable target text to its weight (VQA: the soft score, sampled p ∝ score
-    and used as loss weight; others 1.0); `reference` is what the task's scorer compares with.
+    and used as loss weight; others 1.0; empty for an unanswerable VQA/GQA question); `reference` is what
+    the task's scorer compares with. `labelled` is False for an entry of a test-server file (no label:
+    nothing to train on or score, only to predict). `meta` holds the annotation fields a test server wants
+    back beside the prediction (TVC / YC2C: vid_name, clip_id, TVC also ts).
     """
 
     uid: str
@@ -69,6 +78,8 @@ class Example:
     text: str
     targets: dict[str, float]
     reference: Any = None
+    labelled: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -173,11 +184,15 @@ def _entries(path: Path, fields: tuple[str, ...]) -> list[dict[str, Any]]:
     return data
 
 
-@lru_cache(maxsize=4)
-def _official_vqa_answers(path: Path) -> dict[int, list[str]]:
-    """question_id -> the 10 human answers, from an official VQA v2 annotation file."""
+# Official VQA v2 annotation files; the official loader merges both, val2014's entry winning for a
+# question in both (the Karpathy splits draw their questions from train2014 and val2014).
+VQA_ANNOTATIONS = ("v2_mscoco_train2014_annotations.json", "v2_mscoco_val2014_annotations.json")
+
+
+def _annotation_answers(path: Path) -> dict[int, list[str]]:
+    """question_id -> the 10 human answers, from one official VQA v2 annotation file."""
     data = read_json(path)
-    if "annotations" not in data:
+    if not isinstance(data, dict) or "annotations" not in data:
         raise ConfigError(f"{path}: no 'annotations' list; expected the official VQA v2 annotation file")
     answers = {}
     for i, ann in enumerate(data["annotations"]):
@@ -186,43 +201,77 @@ def _official_vqa_answers(path: Path) -> dict[int, list[str]]:
     return answers
 
 
+@lru_cache(maxsize=2)
+def _official_vqa_answers(vqa_dir: Path) -> dict[int, list[str]]:
+    """question_id -> human answers of both official annotation files, merged (the later file wins)."""
+    answers: dict[int, list[str]] = {}
+    for name in VQA_ANNOTATIONS:
+        answers |= _annotation_answers(vqa_dir / name)
+    return answers
+
+
+def _human_answers(vqa_dir: Path, qid: int, source: Path) -> list[str]:
+    """The official human answers of question `qid` (of annotation file `source`)."""
+    answers = _official_vqa_answers(vqa_dir).get(qid)
+    if answers is None:
+        raise ConfigError(f"{vqa_dir}: neither {' nor '.join(VQA_ANNOTATIONS)} has answers for question_id {qid} "
+                          f"of {source.name}")
+    return answers
+
+
+def _question(entry: dict[str, Any], path: Path, index: int) -> str:
+    """A VQA question: `sent`, else `question` (the official loader's fallback)."""
+    for name in ("sent", "question"):
+        if name in entry:
+            return text_field(entry, name, path, index)
+    raise ConfigError(f"{path}: entry {index} has neither 'sent' nor 'question'; one of them holds the question")
+
+
 def load_vqa(root: Path, name: str) -> list[Example]:
-    """VQA v2, Karpathy split `name`; evaluation answers from the official val2014 annotations."""
+    """VQA v2 file `name`. Evaluation answers (not for karpathy_train) come from the merged official
+    annotations; an entry without `label` (test-server questions) is unlabelled, one with `label: {}`
+    unanswerable (trained on "" with weight 0, scored against its human answers as any other)."""
     path = root / "vqa" / f"{name}.json"
-    entries = _entries(path, ("img_id", "question_id", "sent", "label"))
-    official = None if name == "karpathy_train" else _official_vqa_answers(root / "vqa" / "v2_mscoco_val2014_annotations.json")
     out = []
-    for i, e in enumerate(entries):
+    for i, e in enumerate(_entries(path, ("img_id", "question_id"))):
         qid = int_field(e, "question_id", path, i)
-        if official is not None and qid not in official:
-            raise ConfigError(f"{root / 'vqa' / 'v2_mscoco_val2014_annotations.json'}: no answers for question_id {qid} "
-                              f"of {path.name}")
-        out.append(Example(str(qid), (e["img_id"],), COCO_FEATS, text_field(e, "sent", path, i), label_field(e, path, i),
-                           official[qid] if official is not None else None))
+        text = _question(e, path, i)
+        if "label" not in e:
+            out.append(Example(str(qid), (e["img_id"],), COCO_FEATS, text, {}, labelled=False))
+            continue
+        reference = None if name == "karpathy_train" else _human_answers(root / "vqa", qid, path)
+        out.append(Example(str(qid), (e["img_id"],), COCO_FEATS, text, label_field(e, path, i), reference))
     return out
 
 
 def load_gqa(root: Path, name: str) -> list[Example]:
-    """GQA split `name` (train/valid read VG features, testdev/submit GQA features)."""
+    """GQA split `name` (train/valid read VG features, testdev/submit GQA features); an entry without
+    `label` (the submit file) is unlabelled."""
     path = root / "GQA" / f"{name}.json"
     feats = VG_FEATS if name in ("train", "valid") else GQA_FEATS
     out = []
-    for i, e in enumerate(_entries(path, ("img_id", "question_id", "sent", "label"))):
-        label = label_field(e, path, i)
-        out.append(Example(str(e["question_id"]), (e["img_id"],), feats, text_field(e, "sent", path, i), label, dict(label)))
+    for i, e in enumerate(_entries(path, ("img_id", "question_id", "sent"))):
+        ex = Example(str(e["question_id"]), (e["img_id"],), feats, text_field(e, "sent", path, i), {}, labelled=False)
+        if "label" in e:
+            ex.targets = label_field(e, path, i)
+            ex.reference, ex.labelled = dict(ex.targets), True
+        out.append(ex)
     return out
 
 
 def load_nlvr(root: Path, name: str) -> list[Example]:
-    """NLVR2 split `name`: two images, a statement, target "true"/"false"."""
+    """NLVR2 split `name`: two images, a statement, target "true"/"false" (unlabelled without `label`)."""
     path = root / "nlvr" / f"{name}.json"
     out = []
-    for i, e in enumerate(_entries(path, ("identifier", "img0", "img1", "label", "sent"))):
-        if e["label"] not in (0, 1):
-            raise ConfigError(f"{path}: entry {i} has label {e['label']!r}; expected 0 or 1")
-        answer = "true" if e["label"] == 1 else "false"
-        out.append(Example(e["identifier"], (e["img0"], e["img1"]), NLVR_FEATS, text_field(e, "sent", path, i),
-                           {answer: 1.0}, answer))
+    for i, e in enumerate(_entries(path, ("identifier", "img0", "img1", "sent"))):
+        ex = Example(e["identifier"], (e["img0"], e["img1"]), NLVR_FEATS, text_field(e, "sent", path, i), {},
+                     labelled=False)
+        if "label" in e:
+            if e["label"] not in (0, 1):
+                raise ConfigError(f"{path}: entry {i} has label {e['label']!r}; expected 0 or 1")
+            ex.reference = "true" if e["label"] == 1 else "false"
+            ex.targets, ex.labelled = {ex.reference: 1.0}, True
+        out.append(ex)
     return out
 
 
@@ -281,47 +330,60 @@ def _video_text(root: Path, source: str, ann: Path, index: int, entry: dict[str,
 
 
 def load_video_qa(root: Path, name: str, folder: str, source: str, n_choices: int) -> list[Example]:
-    """TVQA / How2QA file `name`: "[Subs] … [Q] q [TS] (ts) [Choices] a0: …. a1: …." -> "a<answer_idx>"."""
+    """TVQA / How2QA file `name`: "[Subs] … [Q] q [TS] (ts) [Choices] a0: …. a1: …." -> "a<answer_idx>";
+    an entry without `answer_idx` (the test files) is unlabelled."""
     path = root / VIDEO_ANN / folder / f"{name}.jsonl"
     choices = tuple(f"a{k}" for k in range(n_choices))
     out = []
-    for i, e in enumerate(_entries(path, ("qid", "vid_name", "q", "ts", "answer_idx", *choices))):
-        if e["answer_idx"] not in range(n_choices):
-            raise ConfigError(f"{path}: entry {i} has answer_idx {e['answer_idx']!r}; expected 0..{n_choices - 1}")
+    for i, e in enumerate(_entries(path, ("qid", "vid_name", "q", "ts", *choices))):
         listed = " ".join(f"{a}: {text_field(e, a, path, i).strip('. ')}." for a in choices)
         text = " ".join([_video_text(root, source, path, i, e), f"[Q] {text_field(e, 'q', path, i).strip()}",
                          f"[TS] ({e['ts']})",
                          f"[Choices] {listed}"])
-        answer = f"a{e['answer_idx']}"
-        out.append(Example(str(e["qid"]), (e["vid_name"],), VIDEO_SOURCES[source][1], text, {answer: 1.0}, answer))
+        ex = Example(str(e["qid"]), (e["vid_name"],), VIDEO_SOURCES[source][1], text, {}, labelled=False)
+        if "answer_idx" in e:
+            if e["answer_idx"] not in range(n_choices):
+                raise ConfigError(f"{path}: entry {i} has answer_idx {e['answer_idx']!r}; expected 0..{n_choices - 1}")
+            ex.reference = f"a{e['answer_idx']}"
+            ex.targets, ex.labelled = {ex.reference: 1.0}, True
+        out.append(ex)
     return out
 
 
 def load_video_caption(root: Path, name: str, folder: str, source: str, with_ts: bool) -> list[Example]:
     """TVC / YC2C file `name`: "[Subs] …" (TVC: + " [TS] (ts)") -> one example per desc, whose single
-    reference is that desc (the paper scores CIDEr with one reference per desc entry)."""
+    reference is that desc (the paper scores CIDEr with one reference per desc entry); an entry without
+    `descs` (the test files) is one unlabelled example per clip, its uid the clip_id."""
     path = root / VIDEO_ANN / folder / f"{name}.jsonl"
     out = []
-    for i, e in enumerate(_entries(path, ("vid_name", "descs", *(("ts",) if with_ts else ())))):
+    for i, e in enumerate(_entries(path, ("vid_name", "clip_id", *(("ts",) if with_ts else ())))):
         text = _video_text(root, source, path, i, e) + (f" [TS] ({e['ts']})" if with_ts else "")
+        meta = {"vid_name": e["vid_name"], "clip_id": e["clip_id"], **({"ts": e["ts"]} if with_ts else {})}
+        video = ((e["vid_name"],), VIDEO_SOURCES[source][1], text)
+        if "descs" not in e:
+            out.append(Example(str(e["clip_id"]), *video, {}, labelled=False, meta=meta))
+            continue
         if not isinstance(e["descs"], list) or not e["descs"]:
             raise ConfigError(f"{path}: entry {i} has descs={e['descs']!r:.60}; expected a non-empty list")
         for d in e["descs"]:
             if not isinstance(d, dict) or "desc" not in d or "desc_id" not in d:
                 raise ConfigError(f"{path}: entry {i} has a desc without 'desc' or 'desc_id'")
-            desc = text_field(d, "desc", path, i).strip()
-            out.append(Example(str(d["desc_id"]), (e["vid_name"],), VIDEO_SOURCES[source][1], text, {desc: 1.0}, [desc]))
+            desc = text_field(d, "desc", path, i)  # as written: the official loader trains on it unstripped
+            out.append(Example(str(d["desc_id"]), *video, {desc: 1.0}, [desc], meta=meta))
     return out
 
 
-# Batch shares, prompts and decoding follow the paper's code. GQA's prompt keeps
-# the code's typo "gpa: " so runs match the paper.
+# Batch shares, prompts, decoding and each split's files follow the paper's code. GQA's prompt keeps
+# the code's typo "gpa: " so runs match the paper. "submit" holds the image tasks' test-server questions
+# (VQA test_4, GQA submit); the video tasks' test files are their test-server sets.
 TASKS: dict[str, TaskSpec] = {
     "vqa": TaskSpec("vqa", "vqa: ", 1.0, "greedy", "example", True, 20, 10,
-                    {"train": ("karpathy_train",), "val": ("karpathy_val",), "test": ("karpathy_test",)},
+                    {"train": ("karpathy_train",), "val": ("karpathy_val",), "test": ("karpathy_test",),
+                     "submit": ("test_4",)},
                     load_vqa, "vqa_accuracy"),
     "gqa": TaskSpec("gqa", "gpa: ", 100 / 60, "greedy", "example", False, 20, 10,
-                    {"train": ("train", "valid"), "val": ("testdev",), "test": ("testdev",)}, load_gqa, "gqa_accuracy"),
+                    {"train": ("train", "valid"), "val": ("testdev",), "test": ("testdev",), "submit": ("submit",)},
+                    load_gqa, "gqa_accuracy"),
     "nlvr": TaskSpec("nlvr", "nlvr: ", 20 / 60, "true_false", "example", False, None, 4,
                      {"train": ("train",), "val": ("valid",), "test": ("test",)}, load_nlvr, "accuracy"),
     "caption": TaskSpec("caption", "caption: ", 50 / 60, "beam", "token", False, 40, 40,
@@ -333,7 +395,7 @@ _VIDEO = {"batch_scale": 1.0, "loss": "example", "weighted": False, "max_source_
               "prompt_position": "suffix", "feature_format": "npz"}
 TASKS |= {
     "tvqa": TaskSpec("tvqa", "tvqa: ", decode="beam_answer", metric="accuracy",
-                     splits={"train": ("tvqa_train",), "val": ("tvqa_val",), "test": ("tvqa_test_public",)},
+                     splits={"train": ("tvqa_train",), "val": ("tvqa_val",), "test": ("tvqa_test_public", "tvqa_test_release")},
                      load=partial(load_video_qa, folder="tvqa", source="tv", n_choices=5), **_VIDEO),
     "how2qa": TaskSpec("how2qa", "how2qa: ", decode="beam_answer", metric="accuracy",
                        splits={"train": ("how2qa_train_release",), "val": ("how2qa_val_release",),
@@ -355,9 +417,24 @@ def get_task(name: str) -> TaskSpec:
     return TASKS[name]
 
 
+# Splits trained on or scored during a run: every entry of their files must carry its label.
+LABELLED_SPLITS = ("train", "val")
+
+
 def load_examples(task: TaskSpec, root: str | Path, split: Split) -> list[Example]:
-    """All examples of one task and split (the union of its annotation files)."""
+    """All examples of one task and split (the union of its annotation files, in order)."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"data.root={str(root)!r}: no such directory; point it at the datasets root (see README)")
-    return [ex for name in task.splits[split] for ex in task.load(root, name)]
+    if split not in task.splits:
+        raise unknown(f"{task.name} split", split, task.splits)
+    out = []
+    for name in task.splits[split]:
+        examples = task.load(root, name)
+        unlabelled = [ex.uid for ex in examples if not ex.labelled]
+        if unlabelled and split in LABELLED_SPLITS:
+            raise ConfigError(f"{task.name} {split} split: {len(unlabelled)} of {len(examples)} examples of {name} have "
+                              f"no label (first: {unlabelled[0]}); a {split} split is trained on or scored, so each "
+                              "entry needs its label field (docs/data.md lists them)")
+        out += examples
+    return out

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from vlpet.config_base import Config, bounded
 from vlpet.data import DataConfig, TaskBatch, TaskSpec, get_task, load_examples
+from vlpet.errors import ConfigError
 from vlpet.metrics import cider, exact_match_accuracy, gqa_accuracy, vqa_accuracy
 from vlpet.models import VLModel
 
@@ -64,28 +65,42 @@ def predict(model: VLModel, batch: TaskBatch, task: TaskSpec, tokenizer: PreTrai
 
 def references(task: TaskSpec, batch: TaskBatch) -> dict[str, Any]:
     """What the task's metric compares predictions with, by example uid."""
+    unlabelled = [ex.uid for ex in batch.examples if not ex.labelled]
+    if unlabelled:
+        raise ConfigError(f"{task.name}: example {unlabelled[0]} has no label, so it cannot be scored; predict for "
+                          "test-server files with vlpet-predict instead")
     return {ex.uid: ex.reference for ex in batch.examples}
 
 
 @torch.no_grad()
+def predict_loader(model: VLModel, name: str, loader: DataLoader, tokenizer: PreTrainedTokenizerBase,
+                   device: torch.device | str = "cpu", decode: DecodeConfig = DecodeConfig(),
+                   ) -> tuple[dict[str, str], list[TaskBatch]]:
+    """The predicted text of every example of task `name`'s loader by uid, and the batches they came from."""
+    was_training = model.training
+    model.eval()
+    model.set_task(name)  # task-conditioned methods (Hyperformer) generate their weights per task
+    task = get_task(name)
+    preds: dict[str, str] = {}
+    batches = []
+    for batch in loader:
+        batch = batch.to(device)
+        preds.update(zip(batch.uids, predict(model, batch, task, tokenizer, decode)))
+        batches.append(batch)
+    model.train(was_training)
+    return preds, batches
+
+
 def evaluate(model: VLModel, loaders: dict[str, DataLoader], tokenizer: PreTrainedTokenizerBase,
              device: torch.device | str = "cpu", decode: DecodeConfig = DecodeConfig()) -> dict[str, float]:
     """Score every task's loader; returns {task: score} (scores in %, CIDEr x100). The run's average is
     `DataConfig.average` of these."""
-    was_training = model.training
-    model.eval()
     scores = {}
     for name, loader in loaders.items():
         task = get_task(name)
-        model.set_task(name)  # task-conditioned methods (Hyperformer) generate their weights per task
-        preds: dict[str, str] = {}
-        refs: dict[str, Any] = {}
-        for batch in loader:
-            batch = batch.to(device)
-            preds.update(zip(batch.uids, predict(model, batch, task, tokenizer, decode)))
-            refs.update(references(task, batch))
+        preds, batches = predict_loader(model, name, loader, tokenizer, device, decode)
+        refs = {uid: ref for batch in batches for uid, ref in references(task, batch).items()}
         scores[name] = float(METRICS[task.metric](preds, refs))
-    model.train(was_training)
     return scores
 
 

@@ -1,0 +1,58 @@
+"""Predict a split of every task of a run config with a saved adapter checkpoint, and write one file per
+task in the form its evaluation server takes (labelled splits too; nothing is scored).
+
+    vlpet-predict CHECKPOINT_DIR --config studies/configs/embedded_run.yaml --split test
+        # = python studies/predict.py ...; writes predictions/vqa_test_predictions.json, ...
+
+CHECKPOINT_DIR is a checkpoint a run reported (vlpet-train prints the last one).
+
+The checkpoint directory (adapter.safetensors + pet_config.json, as a run reports it) gives the backbone
+and the method; the config's `data` section the tasks and the data root, its `decode` section the
+generation settings. File formats: README, "Predictions for the test servers".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from vlpet.checkpoint import load_pet_model
+from vlpet.data.tasks import TASKS
+from vlpet.errors import entry_point
+from vlpet.train.config import RunSpec, load_yaml
+from vlpet.train.predict import write_predictions
+
+SPLITS = sorted({split for task in TASKS.values() for split in task.splits})
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="adapter checkpoint directory")
+    parser.add_argument("--config", type=Path, required=True, help="run config YAML (its data and decode sections)")
+    parser.add_argument("--split", default="test", choices=SPLITS, help="split to predict (default: test)")
+    parser.add_argument("--tasks", nargs="+", help="predict only these of the config's data.tasks")
+    parser.add_argument("--output", type=Path, default=Path("predictions"), help="directory for the files")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device (default: cuda when available)")
+    return parser.parse_args(argv)
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    """Load the checkpoint, predict, print the files written."""
+    args = parse_args(argv)
+    spec = RunSpec.from_dict(load_yaml(args.config))
+    if args.tasks:
+        spec = spec.replace(data={"tasks": args.tasks})
+    model = load_pet_model(args.checkpoint)
+    for path in write_predictions(model, spec.data, args.split, args.output, spec.decode, args.device):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
