@@ -49,13 +49,16 @@ class LocalRayCluster:
 
     def start(self) -> LocalRayCluster:
         head_args = [arg if arg != "--num-cpus=1" else f"--num-cpus={self.head_cpus}" for arg in NODE_ARGS]
+        # each node's agent on a port of its own: Ray's fixed default (52365) may be taken by another Ray
+        # on the machine, and a head without its agent takes no job submissions
         subprocess.run([RAY, "start", "--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
                         "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                        f"--dashboard-port={self.dashboard.rpartition(':')[2]}", *head_args],
+                        f"--dashboard-port={self.dashboard.rpartition(':')[2]}",
+                        f"--dashboard-agent-listen-port={free_port()}", *head_args],
                        env=self.env, check=True, capture_output=True, timeout=120)
         for _ in range(self.worker_nodes):
-            subprocess.run([RAY, "start", f"--address={self.address}", *NODE_ARGS], env=self.env, check=True,
-                           capture_output=True, timeout=120)
+            subprocess.run([RAY, "start", f"--address={self.address}", f"--dashboard-agent-listen-port={free_port()}",
+                            *NODE_ARGS], env=self.env, check=True, capture_output=True, timeout=120)
         return self
 
     def processes(self) -> list[psutil.Process]:
@@ -82,7 +85,7 @@ class LocalRayCluster:
                 return
             for proc in procs:
                 proc.terminate()
-            _, alive = psutil.wait_procs(procs, timeout=15)
+            _, alive = psutil.wait_procs(procs, timeout=5)
             for proc in alive:
                 proc.kill()
             psutil.wait_procs(alive, timeout=5)
