@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test clean
+.PHONY: setup run test clean postgres
 
 # pip -qq: errors only (they still stop make); the machine's pip config can add a warning per package otherwise
 $(STAMP): pyproject.toml
@@ -26,7 +26,15 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python studies/frontier.py $(ARGS)
 
-test: $(STAMP)
+# The PostgreSQL test starts a server of its own on loopback: Debian's server programs, installed if missing
+postgres:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "setup: PostgreSQL server (apt-get install postgresql), for the Optuna-on-PostgreSQL test"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	  { echo "error: the tests need PostgreSQL's server programs (Debian: apt-get install postgresql)"; exit 1; }; \
+	fi
+
+test: $(STAMP) postgres
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 

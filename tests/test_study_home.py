@@ -118,3 +118,17 @@ def test_an_unreachable_optuna_database_fails_in_one_line_before_any_trial(capsy
     assert err.startswith("error: study.optuna_storage=postgresql+psycopg2://vlpet:***@127.0.0.1:9/vlpet: cannot "
                           "open it (connection to server at \"127.0.0.1\", port 9 failed: Connection refused"), err
     assert "secret" not in err
+
+
+def test_a_home_on_a_shared_directory_is_written_by_rename(tmp_path):
+    """`--storage-path /mnt/shared` (a PVC, NFS): the same home layout, each file renamed into place."""
+    home = StudyHome.locate(str(tmp_path / "shared"), "t", resume=False, study_dir=tmp_path / "copy")
+    (home.local).mkdir()
+    (home.local / "results.parquet").write_bytes(b"rows")
+    assert home.sync() == ["results.parquet"]
+    assert (tmp_path / "shared" / "t" / "results.parquet").read_bytes() == b"rows"
+    assert not list((tmp_path / "shared" / "t").glob("*.tmp"))
+    (home.local / "study.json").write_text("{}")
+    home.sync()
+    fresh = StudyHome.locate(str(tmp_path / "shared" / "t"), "t", resume=True, study_dir=tmp_path / "fresh")
+    assert fresh.fetch() == ["results.parquet", "study.json"]
