@@ -144,13 +144,19 @@ def test_video_without_subtitles_names_the_subtitle_file_and_video(video_bench, 
         load_examples(get_task("how2qa"), root, "train")
 
 
-@pytest.mark.parametrize("task, field", [("tvqa", "qid"), ("how2qa", "a3"), ("tvc", "ts"), ("yc2c", "clip_id")])
-def test_annotation_without_required_field_names_file_entry_and_field(video_bench, tmp_path, task, field):
-    root = _corrupt_copy(video_bench, tmp_path)
+def _train_file_without(root: Path, task: str, field: str) -> Path:
+    """`task`'s train file in `root` with `field` removed from its entry 1; returns the file."""
     path = root / VIDEO_ANN / task / f"{get_task(task).splits['train'][0]}.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     del rows[1][field]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("task, field", [("tvqa", "qid"), ("how2qa", "a3"), ("tvc", "ts"), ("yc2c", "clip_id")])
+def test_annotation_without_required_field_names_file_entry_and_field(video_bench, tmp_path, task, field):
+    root = _corrupt_copy(video_bench, tmp_path)
+    path = _train_file_without(root, task, field)
     with pytest.raises(ConfigError, match=rf"{path.name}: entry 1 has no field '{field}'"):
         load_examples(get_task(task), root, "train")
 
@@ -159,12 +165,8 @@ def test_annotation_without_required_field_names_file_entry_and_field(video_benc
 def test_train_entry_without_its_label_names_the_file_and_the_entry(video_bench, tmp_path, task, field):
     """An unlabelled entry is a test-server entry: read for --predict, refused where a run trains or scores."""
     root = _corrupt_copy(video_bench, tmp_path)
-    name = get_task(task).splits["train"][0]
-    path = root / VIDEO_ANN / task / f"{name}.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    del rows[1][field]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(ConfigError, match=rf"{task} train split: 1 of \d+ examples of {name} have no label"):
+    path = _train_file_without(root, task, field)
+    with pytest.raises(ConfigError, match=rf"{task} train split: 1 of \d+ examples of {path.stem} have no label"):
         load_examples(get_task(task), root, "train")
 
 
