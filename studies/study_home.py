@@ -33,7 +33,6 @@ from studies.study_dir import STUDY_JSON
 from vlpet.errors import ConfigError
 
 TUNE_DIR = "ray"  # the home's folder of Tune's experiments and Train's checkpoints
-OPTUNA_DB = "optuna.db"
 NOT_SYNCED = (TUNE_DIR,)  # written to the home by Tune and Train themselves
 CACHE = Path("~/.cache/vlpet-studies")  # working copies; $VLPET_STUDY_CACHE overrides
 # S3 keeps an object's time in whole seconds: a home's file counts as newer than the copy's beyond this
@@ -52,11 +51,6 @@ NO_AWS_CREDENTIALS = ("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_S
 # where the AWS SDK finds credentials without asking the network (the instance metadata service)
 _AWS_CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
                         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
-
-
-def is_uri(location: str) -> bool:
-    """Whether a storage location is a URI (s3://, gs://, file://) rather than a local path."""
-    return "://" in location
 
 
 def join(uri: str, *parts: str) -> str:
@@ -92,6 +86,13 @@ def _reason(err: Exception) -> str:
         return _S3_ERRORS[code.group(1)] + (" (or, with no credentials in the environment, the instance metadata "
                                             "service that gives a node's role)" if unreachable else "")
     return text.strip().splitlines()[0][:300] if text.strip() else type(err).__name__
+
+
+def check_credentials(uri: str) -> None:
+    """An s3:// location with no credentials anywhere the AWS SDK would look fails at once (the SDK would
+    spend seconds on retries and say only INTERNAL_FAILURE)."""
+    if uri.startswith("s3://") and not _aws_credentials_in_environment() and not _instance_role_possible():
+        raise ConfigError(f"--storage-path {_without_query(uri)}: {NO_AWS_CREDENTIALS}")
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -145,6 +146,7 @@ class StudyHome:
         """The home of study `name` under `storage_path` (resumed: `storage_path` itself when it holds a
         study, as `--resume --storage-path s3://.../<study>`), checked writable; a new study's home must
         hold none yet."""
+        check_credentials(storage_path)
         own = join(storage_path, name)
         if resume and not cls._holds_study(own) and cls._holds_study(storage_path):
             own = storage_path
@@ -180,8 +182,7 @@ class StudyHome:
     def check_writable(self) -> None:
         """Write and delete a probe object: a bad bucket, refused or missing credentials or an unreachable
         endpoint fail here, in one line, before any trial."""
-        if self.uri.startswith("s3://") and not _aws_credentials_in_environment() and not _instance_role_possible():
-            raise ConfigError(f"--storage-path {_without_query(self.uri)}: {NO_AWS_CREDENTIALS}")
+        check_credentials(self.uri)
         with tempfile.TemporaryDirectory() as tmp:
             probe = Path(tmp) / "probe"
             probe.write_text("ok")
