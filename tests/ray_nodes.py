@@ -5,6 +5,7 @@ by the cluster's private temp dir in their command lines)."""
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def free_port() -> int:
 class LocalRayCluster:
     """A head and `worker_nodes` worker nodes on loopback; `address` for `--address`, `dashboard` for the
     Jobs API, `stop()` ends only its processes. `env`: extra environment of every node (and so of the
-    jobs and workers they start)."""
+    jobs and workers they start); `self.env` is what a driver or `ray` command needs to reach the cluster."""
 
     def __init__(self, worker_nodes: int = 1, head_cpus: int = 1, env: dict[str, str] | None = None) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="vlpet-ray-")
@@ -43,7 +44,10 @@ class LocalRayCluster:
         # a head alone stays on loopback; a worker node refuses the loopback setting (see above).
         # Detect a dead node within seconds instead of Ray's default tens of seconds.
         base = without_loopback(os.environ) if worker_nodes else dict(os.environ)
-        self.env = {**base, "RAY_AUTH_MODE": "token", "RAY_health_check_period_ms": "2000",
+        # token authentication with a token of its own: `ray start --head` creates none, and a machine's
+        # ~/.ray/auth_token (there only once some Ray made it) would tie the test to what ran before
+        self.env = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                    "RAY_health_check_period_ms": "2000",
                     "RAY_health_check_failure_threshold": "5", "RAY_health_check_initial_delay_ms": "2000",
                     **(env or {})}
 
@@ -51,15 +55,21 @@ class LocalRayCluster:
         head_args = [arg if arg != "--num-cpus=1" else f"--num-cpus={self.head_cpus}" for arg in NODE_ARGS]
         # each node's agent on a port of its own: Ray's fixed default (52365) may be taken by another Ray
         # on the machine, and a head without its agent takes no job submissions
-        subprocess.run([RAY, "start", "--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
-                        "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                        f"--dashboard-port={self.dashboard.rpartition(':')[2]}",
-                        f"--dashboard-agent-listen-port={free_port()}", *head_args],
-                       env=self.env, check=True, capture_output=True, timeout=120)
+        self._ray_start("--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}", "--include-dashboard=true",
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard.rpartition(':')[2]}",
+                        f"--dashboard-agent-listen-port={free_port()}", *head_args)
         for _ in range(self.worker_nodes):
-            subprocess.run([RAY, "start", f"--address={self.address}", f"--dashboard-agent-listen-port={free_port()}",
-                            *NODE_ARGS], env=self.env, check=True, capture_output=True, timeout=120)
+            self._ray_start(f"--address={self.address}", f"--dashboard-agent-listen-port={free_port()}", *NODE_ARGS)
         return self
+
+    def _ray_start(self, *args: str) -> None:
+        """`ray start` one node; a failure shows what Ray said (its last lines), and stops what did start."""
+        done = subprocess.run([RAY, "start", *args], env=self.env, capture_output=True, text=True, timeout=120,
+                              check=False)
+        if done.returncode:
+            self.stop()
+            raise RuntimeError(f"ray start {' '.join(args[:1])} failed ({done.returncode}):\n"
+                               f"{(done.stdout + done.stderr)[-3000:]}")
 
     def processes(self) -> list[psutil.Process]:
         """Every process of this cluster (its temp dir appears in their command lines)."""

@@ -4,7 +4,6 @@ finished epoch. A trial whose loss goes NaN fails cleanly and the study goes on.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,17 +13,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.ray_nodes import without_loopback
+from tests.ray_nodes import LocalRayCluster
 from tests.test_study import final_rows, study_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _frontier(config: Path, study_dir: Path, address: str) -> subprocess.Popen:
-    env = {**without_loopback(os.environ), "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "token"}
+def _frontier(config: Path, study_dir: Path, cluster: LocalRayCluster) -> subprocess.Popen:
+    """The study's driver joining `cluster` with the cluster's environment (its token among it)."""
     return subprocess.Popen([sys.executable, str(ROOT / "studies" / "frontier.py"), "--config", str(config),
-                             "--address", address, "--study-dir", str(study_dir), "--no-report"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "--address", cluster.address, "--study-dir", str(study_dir), "--no-report"],
+                            env={**cluster.env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _stop_and_fail(proc: subprocess.Popen, why: str) -> None:
@@ -46,7 +46,7 @@ def test_study_spans_two_nodes_and_a_killed_worker_node_loses_no_trial_and_no_ep
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(data))
     study_dir = tmp_path / "study"
-    proc = _frontier(config, study_dir, two_nodes.address)
+    proc = _frontier(config, study_dir, two_nodes)
     results = study_dir / "results.parquet"
     deadline = time.time() + 420
     while time.time() < deadline and proc.poll() is None:  # both trials running, one per node, past epoch 1
