@@ -68,7 +68,7 @@ class LocalRayCluster:
                               check=False)
         if done.returncode:
             self.stop()
-            raise RuntimeError(f"ray start {' '.join(args[:1])} failed ({done.returncode}):\n"
+            raise RuntimeError(f"ray start {args[0]} failed ({done.returncode}):\n"
                                f"{(done.stdout + done.stderr)[-3000:]}")
 
     def processes(self) -> list[psutil.Process]:
