@@ -44,13 +44,28 @@ from studies.ray_cluster import loopback_local_cluster
 from vlpet.errors import entry_point
 from vlpet.results import REPORT_COLUMNS, final_rows, task_columns, trial_run
 
-VARIANTS = ("vlpet-small", "vlpet-middlex", "vlpet-middley", "vlpet-large")
-GRID = {"rank": (8, 16, 32), "lr": (5e-3, 1e-2)}  # the embedded space's ranks (paper: 96 on d = 768) and lrs
-FIXED = {"n_heads": 4, "decoder_rank": 16, "scale": 1.0, "shared": True}  # the paper's N_h, s and shared modules; the embedded default r_dec
-# arm -> (study.sampler, study.early_stopping, study.grace_period or None for the study's default)
-ARMS = {"default": ("auto", "pareto", None), "tpe+asha": ("tpe", "asha", 1), "random": ("random", "none", None),
-        "random+pareto": ("random", "pareto", None), "default, grace 1": ("auto", "pareto", 1)}
+# The grid: every default variant x 6 settings, the searched knobs of each method's embedded space
+# (`search:` choices of studies/configs/embedded.yaml); the other fields stay at the embedded default
+GRID = {
+    "vlpet": {"rank": (8, 16, 32), "lr": (5e-3, 1e-2)},
+    "lora": {"rank": (4, 8, 16), "lr": (1.5e-3, 3e-3)},
+    "adapter": {"reduction_factor": (4, 8, 16), "lr": (5e-3, 1e-2)},
+    "bitfit": {"lr": (3e-3, 5e-3, 1e-2, 2e-2, 3e-2, 5e-2)},
+    "full": {"lr": (1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3)},
+}
+FIXED = {"vlpet": {"n_heads": 4, "decoder_rank": 16, "scale": 1.0, "shared": True}, "lora": {"alpha": 16.0}}
 EPOCH_S = 0.3  # replayed epochs take equal time, so concurrent trials interleave as real ones do
+
+
+def grid_points(cfg: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(study variant, parameters) of every grid point of the study's variants."""
+    points = []
+    for name in cfg.settings.variants:
+        method = cfg.method_of(name)
+        knobs = GRID[method]
+        for values in itertools.product(*knobs.values()):
+            points.append((name, {**FIXED.get(method, {}), **dict(zip(knobs, values))}))
+    return points
 
 
 def study_data(epochs: int) -> dict[str, Any]:
@@ -58,9 +73,9 @@ def study_data(epochs: int) -> dict[str, Any]:
     from studies.study_config import load_study
 
     data = load_study(None).to_dict()
-    data["study"].update(variants=list(VARIANTS), early_stopping="none", seeds=1, max_concurrent_trials=2,
-                         paper_reference=False)
-    data["search"] = {"vlpet": {**{k: {"choice": list(v)} for k, v in GRID.items()}, **FIXED}}
+    data["study"].update(early_stopping="none", seeds=1, max_concurrent_trials=2, paper_reference=False)
+    data["search"] = {m: {**{k: {"choice": list(v)} for k, v in knobs.items()}, **FIXED.get(m, {})}
+                      for m, knobs in GRID.items()}
     data["run"]["train"].update(epochs=epochs, eval_every=1)  # every epoch is replayed, early-stopping arms compare them
     return data
 
@@ -76,10 +91,9 @@ def record_grid(data: dict[str, Any], grid_dir: Path) -> pd.DataFrame:
     grid_dir = grid_dir.resolve()
     grid_dir.mkdir(parents=True, exist_ok=True)
     (grid_dir / "study.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    runs = [cfg.describe_trial(v, {"rank": r, "lr": lr, **FIXED})
-            for v, r, lr in itertools.product(VARIANTS, GRID["rank"], GRID["lr"])]
+    runs = [cfg.describe_trial(v, params) for v, params in grid_points(cfg)]
     print(f"grid: {len(runs)} trials x {cfg.run.train.epochs} epochs under {grid_dir} (resumable)", flush=True)
-    study = Study(cfg, grid_dir, resume=True, console=Console())  # hours on CPU: show the progress
+    study = Study(cfg, grid_dir, resume=True, console=Console())  # an hour on CPU: show the progress
     study.run_points("grid", runs)
     return study.table.frame()
 

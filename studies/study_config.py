@@ -118,10 +118,14 @@ class StudyConfig:
     family: str  # 'bart' or 't5'
     d_model: int
 
+    def method_of(self, variant_name: str) -> str:
+        """The method (search section) of a study variant; `designs` draws its method and has a section of its own."""
+        return DESIGNS if variant_name == DESIGNS else VARIANTS[self.family][variant_name]["method"]
+
     def space(self, variant_name: str) -> dict[str, Dist]:
         """The search space of one variant (its method's defaults + overrides, fit to d_model); the
         `designs` variant has its own space, which draws the method."""
-        name = DESIGNS if variant_name == DESIGNS else VARIANTS[self.family][variant_name]["method"]
+        name = self.method_of(variant_name)
         return space_for(name, self.search.get(name), self.d_model)
 
     def trial_spec(self, variant_name: str, params: dict[str, Any], seed: int | None = None) -> RunSpec:
@@ -165,7 +169,7 @@ class StudyConfig:
         ends of each range in turn, the other parameters at their first value. A bad one is a ConfigError
         naming search.<method>.<parameter> and the value."""
         space = self.space(variant_name)
-        method = DESIGNS if variant_name == DESIGNS else VARIANTS[self.family][variant_name]["method"]
+        method = self.method_of(variant_name)
         for key, dist in space.items():
             for value in dist.values if isinstance(dist, Choice) else (dist.low, dist.high):
                 try:

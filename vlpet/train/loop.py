@@ -36,6 +36,9 @@ from vlpet.train.config import RunSpec, TrainConfig
 from vlpet.train.evaluate import evaluate, task_loss
 
 STATE_FILE = "training_state.pt"
+# One fused kernel for all trainable tensors (CPU and CUDA): 1.18x the embedded step rate of full fine-tuning,
+# whose per-tensor AdamW loop was 11 % of its step; False: torch's loop (bench/trial_throughput.py's baseline)
+ADAMW_FUSED = True
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -123,7 +126,8 @@ def build_optimizer(model: nn.Module, train: TrainConfig, total_steps: int) -> t
             (no_decay if "bias" in name or "LayerNorm.weight" in name else decay).append(p)
     t = train
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, eps=t.adam_eps)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, eps=t.adam_eps,
+                                  fused=ADAMW_FUSED)
     scheduler = linear_warmup_decay(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     return optimizer, scheduler
 
