@@ -27,7 +27,7 @@ from analysis.paper_table import TASKS, baselines_note, paper_table, resolve_bac
 from analysis.plots import frontier_figure, hypervolume_figure, save_figures
 from analysis.table import AnalysisError, load_results
 from vlpet.errors import entry_point
-from vlpet.results import TASK_PREFIX, task_name
+from vlpet.results import PRUNED, TASK_PREFIX, task_name
 
 DEFAULT_BACKBONE = "bart-base"
 CONSTANT_MARGIN = 10.0  # points above the best constant answer that count as having learned a task
@@ -89,6 +89,9 @@ def summary_lines(result: FrontierResult, front: bool = True) -> list[str]:
         pruned = wall[trials["status"] == "pruned"].sum()
         lines.append(f"compute: {wall.sum() / 3600:.2f} h of trial wall time, {pruned / 3600:.2f} h of it in pruned "
                      "trials")
+    saved = _early_stopping_saving(trials)
+    if saved:
+        lines.append(saved)
     if front:
         points = ", ".join(f"{r.variant} ({getattr(r, result.params_col):.3g} %)" for r in result.front.itertuples())
         lines.append(f"frontier: {points or 'empty: no completed full-fidelity trial with a score'}")
@@ -99,6 +102,21 @@ def summary_lines(result: FrontierResult, front: bool = True) -> list[str]:
         lines.append(f"the paper's hand-picked configurations: the search dominated {len(beaten)} of {len(refs)}"
                      + (f" ({', '.join(beaten['variant'])})" if len(beaten) else ""))
     return lines
+
+
+def _early_stopping_saving(trials: pd.DataFrame) -> str | None:
+    """What early stopping saved: the epochs the pruned trials did not train, against training every trial
+    of their phases to its last epoch (in epochs, and in hours at each pruned trial's own epoch time)."""
+    pruned = trials[trials["status"] == PRUNED]
+    if pruned.empty:
+        return None
+    phases = trials[trials["phase"].isin(pruned["phase"].unique())] if "phase" in trials else trials
+    left = (pruned["max_epochs"] - pruned["epoch"]).clip(lower=0)
+    saved_h = (left * pruned["wall_time_s"].astype(float) / pruned["epoch"].clip(lower=1)).sum() / 3600
+    trained, skipped = float(phases["epoch"].sum()), float(left.sum())
+    return (f"early stopping: {len(pruned)} trials stopped, {skipped:.0f} of {trained + skipped:.0f} epochs not trained "
+            f"({100 * skipped / (trained + skipped):.0f} % of training every drawn configuration to the end; "
+            f"{saved_h:.2f} h)")
 
 
 def _study_backbone(study_dir: Path) -> tuple[str, str]:

@@ -1,5 +1,8 @@
 """Early stopping of a study's trials (`study.early_stopping`):
 
+    front    stops a trial once it cannot reach the front at its size: its best possible final score, from
+             the finished trials' learning curves, is already beaten by a finished configuration with no
+             more trainable parameters (`studies.front_model.CurveRule`; every epoch from grace_period on)
     pareto   asynchronous successive halving whose rungs promote by Pareto rank in (score, trainable
              params) with NSGA-II's crowding distance breaking ties (MO-ASHA, Schmucker et al. 2021), over
              all variants at once: a cheap configuration is judged by whether it is on the front of the
@@ -19,14 +22,15 @@ import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from analysis.pareto import pareto_ranks
+from studies.front_model import CurveRule
 from studies.study_config import StudySettings
 from vlpet.results import trial_run
-
-EARLY_STOPPING = ("pareto", "asha", "none")
 
 
 def study_scheduler(settings: StudySettings, max_epochs: int) -> TrialScheduler:
     """The scheduler `study.early_stopping` names, over the epochs (`time_attr` = the report's `epoch`)."""
+    if settings.early_stopping == "front":
+        return FrontStopping(CurveRule(max_epochs, settings.grace_period, settings.seed_noise))
     rungs = {"max_t": max_epochs, "grace_period": settings.grace_period, "reduction_factor": settings.reduction_factor}
     if settings.early_stopping == "pareto":
         return ParetoASHA(**rungs)
@@ -80,6 +84,36 @@ class ParetoASHA(FIFOScheduler):
 
     def debug_string(self) -> str:
         return "ParetoASHA: " + ", ".join(f"epoch {m}: {len(r)} trials" for m, r in self.rungs.items())
+
+
+class FrontStopping(FIFOScheduler):
+    """Tune's side of `CurveRule`: every report is recorded, a trial whose last epoch arrives joins the
+    front, and a trial that cannot reach the front at its size (`CurveRule.should_stop`) stops. Trials
+    start in the order they came (FIFO). Objectives as ParetoASHA's: the report's `score` and `params`."""
+
+    def __init__(self, rule: CurveRule, time_attr: str = "epoch"):
+        super().__init__()
+        self.rule, self.time_attr = rule, time_attr
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return True  # the objectives are fixed: score and params
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        epoch = result.get(self.time_attr)
+        if epoch is None:
+            return TrialScheduler.CONTINUE
+        self.rule.add_report(trial.trial_id, int(epoch), float(result.get("params", np.nan)),
+                             float(result.get("score", np.nan)))
+        if epoch >= self.rule.max_epochs:
+            self.rule.finish(trial.trial_id)
+            return TrialScheduler.CONTINUE
+        return TrialScheduler.STOP if self.rule.should_stop(trial.trial_id, int(epoch)) else TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        self.rule.finish(trial.trial_id)
+
+    def debug_string(self) -> str:
+        return f"FrontStopping: {len(self.rule.finished)} finished curves"
 
 
 class PerVariantScheduler(FIFOScheduler):

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from sqlalchemy.exc import SQLAlchemyError
 
+from studies.front_sampler import FrontSampler, StudyFront
 from studies.search_space import sample
 from studies.study_config import StudyConfig, StudySettings
 from vlpet.errors import ConfigError
@@ -42,6 +43,16 @@ class VariantSpace:
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         return {RUN: self.cfg.describe_trial(self.variant_name, sample(self.space, trial))}
+
+
+class TrialSize:
+    """A candidate's trainable parameters from its Optuna parameters (known before training; picklable)."""
+
+    def __init__(self, space: VariantSpace):
+        self.space = space
+
+    def __call__(self, params: dict[str, Any]) -> float:
+        return float(self.space(optuna.trial.FixedTrial(params))[RUN]["trainable"])
 
 
 def optuna_storage(cfg: StudyConfig, study_dir: Path) -> optuna.storages.BaseStorage:
@@ -85,20 +96,24 @@ def variant_seed(seed: int, variant_name: str) -> int:
 
 
 def sampler_for_budget(name: str, trials: int) -> str:
-    """The sampler `study.sampler: auto` picks for a variant's number of trials: Optuna's multi-objective
-    Gaussian-process sampler below 100 trials (its recommended range is 10-100; below 10 every sampler is
-    mostly its random start-up), TPE from 100 on."""
+    """The sampler `study.sampler: auto` picks for a variant's number of trials: the front sampler below 100
+    trials (`studies.front_sampler`: a Gaussian process on the score, candidates by the hypervolume they
+    could add at their known size; its fits grow with the cube of the trials), TPE from 100 on."""
     if name != "auto":
         return name
-    return "gp" if trials < 100 else "tpe"
+    return "front" if trials < 100 else "tpe"
 
 
-def optuna_sampler(name: str, seed: int, num_samples: int) -> optuna.samplers.BaseSampler:
+def optuna_sampler(name: str, seed: int, num_samples: int, front: FrontSampler | None = None
+                   ) -> optuna.samplers.BaseSampler:
     """The Optuna sampler `name` (`auto`: by budget, `sampler_for_budget`) for a search of `num_samples`
-    trials. The model-based samplers start with random trials, a third of the budget and at least 2; TPE
-    lies about running trials (`constant_liar`) so that concurrent trials are drawn apart."""
+    trials; `front` is the front sampler, built by the caller, which knows the variant's space. Optuna's
+    model-based samplers start with random trials, a third of the budget and at least 2; TPE lies about
+    running trials (`constant_liar`) so that concurrent trials are drawn apart."""
     name = sampler_for_budget(name, num_samples)
     startup = max(2, num_samples // 3)
+    if name == "front":
+        return front
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
@@ -111,11 +126,14 @@ def variant_searcher(cfg: StudyConfig, variant_name: str, study_dir: Path, num_s
     """The Optuna searcher of one variant: its own Optuna study and sampler seed, its variant's default
     setting first."""
     s = cfg.settings
+    space, storage, seed = VariantSpace(cfg, variant_name), optuna_storage(cfg, study_dir), variant_seed(
+        s.sampler_seed, variant_name)
+    total = cfg.describe_trial(variant_name, cfg.first_point(variant_name)[1])["total"]
+    front = FrontSampler(TrialSize(space), StudyFront(storage, f"{s.name}-"), reference=(float(total), 0.0), seed=seed)
     return OptunaVariantSearch(
-        VariantSpace(cfg, variant_name), optuna.create_study(
-            study_name=f"{s.name}-{variant_name}", storage=optuna_storage(cfg, study_dir), load_if_exists=True,
-            sampler=optuna_sampler(s.sampler, variant_seed(s.sampler_seed, variant_name), num_samples),
-            directions=DIRECTIONS),
+        space, optuna.create_study(
+            study_name=f"{s.name}-{variant_name}", storage=storage, load_if_exists=True,
+            sampler=optuna_sampler(s.sampler, seed, num_samples, front), directions=DIRECTIONS),
         first_params=cfg.first_point(variant_name)[0] if first_trial else None)
 
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
@@ -61,14 +62,19 @@ def study_trainable(cfg: StudyConfig, storage_path: str, study_dir: Path, home: 
     return tune.with_resources(trainable, tune.PlacementGroupFactory([bundle]))
 
 
-def frontier_configs(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """The (study variant `search`, params) of every full-fidelity search trial on the Pareto front."""
-    final = final_rows(table[table["phase"] == SEARCH])
+def frontier_configs(table: pd.DataFrame, noise: float = 0.0) -> list[dict[str, Any]]:
+    """The (study variant `search`, params) of every full-fidelity search or reference trial on the Pareto
+    front, or within `noise` score points of it (a point that `noise` more would put on the front: its
+    rank against the front is not established by one seed)."""
+    final = final_rows(table[table["phase"].isin([SEARCH, REFERENCE])])
     done = final[final["full_fidelity"]]
     if done.empty:
         return []
-    on_front = pareto_front(done["params"].to_numpy(float), done["score"].to_numpy(float))
-    return [{"search": r["search"], "params": json.loads(r["config"])} for _, r in done[on_front].iterrows()]
+    p, s = done["params"].to_numpy(float), done["score"].to_numpy(float)
+    near = [bool(pareto_front(np.append(np.delete(p, k), p[k]), np.append(np.delete(s, k), s[k] + noise))[-1])
+            for k in range(len(done))]
+    return [{"search": r["search"], "params": json.loads(r["config"])} for (_, r), keep in zip(done.iterrows(), near)
+            if keep]
 
 
 class Study:
@@ -168,13 +174,14 @@ class Study:
         return json.dumps([spec.method.to_dict(), spec.train.lr], sort_keys=True)
 
     def run_seeds(self) -> None:
-        """Re-run every frontier configuration with the extra seeds (`study.seeds` in all), full fidelity."""
-        points = frontier_configs(self.table.frame())
+        """Re-run every configuration on the front or within seed noise of it with the extra seeds
+        (`study.seeds` in all), full fidelity; nothing further off the front is re-run."""
+        points = frontier_configs(self.table.frame(), self.cfg.settings.seed_noise)
         base, seeds = self.cfg.run.train.seed, self.cfg.settings.seeds
         runs = [self.cfg.describe_trial(p["search"], p["params"], base + k) for p in points for k in range(1, seeds)]
         if runs:
-            self.run_points(SEEDS, runs, f"seeds: the {len(points)} front configurations with {seeds - 1} extra "
-                                         "seed(s)")
+            self.run_points(SEEDS, runs, f"seeds: the {len(points)} configurations on the front or within "
+                                         f"{self.cfg.settings.seed_noise:g} of it, {seeds - 1} extra seed(s)")
 
     def restoring(self, name: str) -> bool:
         """Whether experiment `name` continues from its saved Tune state (then a new searcher is not used)."""

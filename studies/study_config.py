@@ -33,10 +33,11 @@ from vlpet.results import TrialRun
 from vlpet.train.config import RunSpec, load_yaml
 
 SECTIONS = ("study", "search", "run")
-SAMPLERS = ("auto", "tpe", "gp", "random")
-EARLY_STOPPING = ("pareto", "asha", "none")
-RENAMED = {"asha": "study.asha is now study.early_stopping: pareto (the default: promotes by Pareto rank in score "
-                   "and params), asha (score only, per variant) or none"}
+SAMPLERS = ("auto", "front", "tpe", "gp", "random")
+EARLY_STOPPING = ("front", "pareto", "asha", "none")
+RENAMED = {"asha": "study.asha is now study.early_stopping: front (the default: stops a trial that cannot reach "
+                   "the front at its size), pareto (promotes by Pareto rank in score and params), asha (score "
+                   "only, per variant) or none"}
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded.yaml"
 
 
@@ -53,17 +54,23 @@ class StudySettings(Config):
         max_concurrent_trials: trials running at once.
         max_params: trainable-parameter budget; configurations above it are never trained.
         seeds: seeds per frontier point; > 1 re-runs the frontier configurations with extra seeds.
-        early_stopping: how trials are stopped early at the rungs (grace_period * reduction_factor**k epochs):
-            `pareto` (default) keeps a trial that is among the best 1/reduction_factor of its rung by Pareto
+        early_stopping: how trials are stopped early: `front` (default) stops a trial, at any epoch from
+            grace_period on, once its best possible final score (the finished trials' learning curves plus
+            seed_noise) is beaten by a finished configuration with no more trainable parameters; at the rungs
+            (grace_period * reduction_factor**k epochs), `pareto` keeps a trial that is among the best
+            1/reduction_factor of its rung by Pareto
             rank in (score, trainable params) over all variants (MO-ASHA); `asha` by score alone, per
             variant (Tune's ASHA); `none` trains every trial to the end (see studies/schedulers.py).
-        max_trials: cap on all trials of the study (search + seeds).
+        seed_noise: score points within which two configurations are a tie: the early stopping's margin,
+            and how close to the front a configuration must be to get the extra seeds.
+        max_trials: cap on the search's trials (all variants).
         time_budget_s: wall-clock budget of the search (all variants: they run in one Tune experiment).
         gpu_hours: GPU-hour budget of the whole study (sum over trials of wall time x GPUs).
         optuna_storage: Optuna RDB URL; default sqlite:///<study dir>/optuna.db (PostgreSQL for clusters).
-        sampler: Optuna sampler: `auto` (default: by trials_per_variant, Optuna's multi-objective
-            Gaussian-process sampler below 100 trials, TPE from 100), `gp`, `tpe` (multi-objective TPE with
-            constant liar) or `random` (the baselines bench/search_efficiency.py compares with).
+        sampler: Optuna sampler: `auto` (default: by trials_per_variant, `front` below 100 trials, TPE from
+            100), `front` (studies/front_sampler.py: a Gaussian process on the score, each candidate judged by
+            the hypervolume it could add at its known size), `gp` (Optuna's multi-objective GP), `tpe`
+            (multi-objective TPE with constant liar) or `random` (the baselines of bench/search_efficiency.py).
         sampler_seed: the study's sampler seed; each variant's sampler is seeded from it and the
             variant's name, so variants draw different points.
         paper_reference: also train each paper variant's hand-picked configuration (the seed's
@@ -80,8 +87,9 @@ class StudySettings(Config):
     max_concurrent_trials: int = bounded(2, ge=1)
     max_params: int | None = bounded(None, ge=1)
     seeds: int = bounded(1, ge=1)
-    early_stopping: str = "pareto"
+    early_stopping: str = "front"
     grace_period: int = bounded(2, ge=1)  # bench/search_efficiency.py: rung 1 cut the best run (RESULTS.md)
+    seed_noise: float = bounded(1.0, ge=0)
     reduction_factor: int = bounded(2, ge=2)
     max_trials: int | None = bounded(None, ge=1)
     time_budget_s: float | None = bounded(None, gt=0)

@@ -302,7 +302,7 @@ def test_paper_settings_scale_sizes_to_the_backbone():
     ({"study": {"max_params": -5}}, "study.max_params=-5"),
     ({"study": {"sampler": "tpee"}}, "unknown study.sampler 'tpee'.*did you mean 'tpe'"),
     ({"run": {"train": {"eval_every": 2}}}, r"study.early_stopping=pareto compares every epoch's score.*eval_every=2"),
-    ({"study": {"asha": True}}, r"study.asha is now study.early_stopping: pareto .* asha .* or none"),
+    ({"study": {"asha": True}}, r"study.asha is now study.early_stopping: front .* pareto .* asha .* or none"),
     ({"study": {"early_stopping": "hyperband"}}, r"unknown study.early_stopping 'hyperband'"),
     ({"study": {"paper_reference": "yes"}}, r"paper_reference='yes' must be a bool"),
     # every value of every distribution is checked, not only the first one
