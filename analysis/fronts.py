@@ -15,7 +15,7 @@ import pandas as pd
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d
 from analysis.pareto import pareto_front
 from analysis.table import check_columns
-from vlpet.results import REFERENCE, SEARCH, final_rows, task_columns, task_name
+from vlpet.results import PRUNED, REFERENCE, SEARCH, final_rows, task_columns, task_name
 
 
 @dataclass
@@ -138,7 +138,9 @@ def _warnings(trials: pd.DataFrame, score_col: str, params_col: str) -> list[str
 def paper_references(result: FrontierResult) -> pd.DataFrame:
     """Each finished reference trial (a paper variant's hand-picked configuration, phase `reference`) with
     the cheapest search trial that dominates it (params <=, score >=, one of them strictly), if any:
-    columns variant, params, score, dominated_by, by_params, by_score (the last three empty if none)."""
+    columns variant, params, score, dominated_by, by_params, by_score (the last three empty if none) and
+    stopped_at: the epoch at which front early stopping stopped a reference that could not reach the
+    search's front at its size (its score is then that epoch's; empty for one trained to the end)."""
     t, p, s = result.trials, result.params_col, result.score_col
     if "phase" not in t:
         return pd.DataFrame()
@@ -151,5 +153,9 @@ def paper_references(result: FrontierResult) -> pd.DataFrame:
         by = better.iloc[0] if len(better) else None
         rows.append({"variant": ref["variant"], "params": ref[p], "score": ref[s],
                      "dominated_by": None if by is None else by["variant"],
-                     "by_params": None if by is None else by[p], "by_score": None if by is None else by[s]})
+                     "by_params": None if by is None else by[p], "by_score": None if by is None else by[s],
+                     "stopped_at": None})
+    stopped = t[(t["phase"] == REFERENCE) & (t["status"] == PRUNED)]
+    rows += [{"variant": r["variant"], "params": r[p], "score": r[s], "dominated_by": None, "by_params": None,
+              "by_score": None, "stopped_at": int(r["epoch"])} for _, r in stopped.iterrows()]
     return pd.DataFrame(rows)

@@ -98,9 +98,11 @@ def summary_lines(result: FrontierResult, front: bool = True) -> list[str]:
     lines.append(f"hypervolume: {result.hypervolume:,.1f} (reference {_reference(result)})")
     refs = paper_references(result)
     if len(refs):
-        beaten = refs[refs["dominated_by"].notna()]
+        beaten, stopped = refs[refs["dominated_by"].notna()], refs[refs["stopped_at"].notna()]
         lines.append(f"the paper's hand-picked configurations: the search dominated {len(beaten)} of {len(refs)}"
-                     + (f" ({', '.join(beaten['variant'])})" if len(beaten) else ""))
+                     + (f" ({', '.join(beaten['variant'])})" if len(beaten) else "")
+                     + (f"; {len(stopped)} more could not reach its front and were stopped early "
+                        f"({', '.join(stopped['variant'])})" if len(stopped) else ""))
     return lines
 
 
@@ -195,14 +197,17 @@ def _paper_reference_section(result: FrontierResult) -> str:
     head = ["## The paper's hand-picked configurations", "",
             ("Each variant's configuration from the paper's scripts (sizes scaled to this backbone, the paper's "
             "learning rate), trained as a reference point: is it dominated by a configuration the search found "
-            "(no more params, no lower score)?"), ""]
+            "(no more params, no lower score)? With front early stopping, one whose best possible final score "
+            "(by the search's learning curves) is already beaten at its size is stopped early; its score is "
+            "then that epoch's."), ""]
     if refs.empty:
         return "\n".join([*head, "None trained in this study (study.paper_reference: false, or none finished)."])
     table = pd.DataFrame({
         "variant": refs["variant"], "params %": refs["params"].map(_num), "score": refs["score"].map(_num),
         "dominated by (cheapest)": [
-            "not dominated" if pd.isna(v) else f"{v} ({_num(bp)} %, {_num(bs)})"
-            for v, bp, bs in zip(refs["dominated_by"], refs["by_params"], refs["by_score"])]})
+            f"stopped at epoch {int(e)}: cannot reach the front at its size" if pd.notna(e)
+            else "not dominated" if pd.isna(v) else f"{v} ({_num(bp)} %, {_num(bs)})"
+            for v, bp, bs, e in zip(refs["dominated_by"], refs["by_params"], refs["by_score"], refs["stopped_at"])]})
     return "\n".join([*head, _markdown(table)])
 
 

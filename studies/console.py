@@ -207,10 +207,11 @@ def study_header(cfg: Any, study_dir: Path, data: str, home: str | None = None) 
                f"{s.gpu_hours:g} device-hours" if s.gpu_hours else "",
                f"search {_duration(s.time_budget_s)}" if s.time_budget_s else ""]
     then = ", then the paper's configurations" if s.paper_reference else ""
-    seeds = f", then {s.seeds} seeds per front configuration" if s.seeds > 1 else ""
+    seeds = (f", then {s.seeds} seeds for the front and what is within {s.seed_noise:g} of it" if s.seeds > 1
+             else "")
     return [f"study {s.name}: {len(s.variants)} variants ({', '.join(s.variants)})",
             (f"  trials: {s.trials_per_variant} per variant{then}{seeds}; {s.max_concurrent_trials} at a time; "
-             f"early stopping {s.early_stopping}"),
+             f"sampler {s.sampler}, early stopping {s.early_stopping}"),
             f"  budgets: {', '.join(b for b in budgets if b) or 'none'}",
             f"  {data}",
             *([f"  home: {home} (Tune's state, checkpoints and the study's files; resume from it alone)"] if home

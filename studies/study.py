@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from ray import tune
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from rich.console import Console
 
@@ -150,23 +151,40 @@ class Study:
                  f"{s.max_concurrent_trials} at a time)")
         self._fit(SEARCH, tune_config, sum(trials.values()), title)
 
-    def run_points(self, name: str, runs: list[TrialRun], title: str | None = None) -> None:
-        """Train given trials (`StudyConfig.describe_trial`) to full fidelity, no search: Tune's grid search
-        over them in the experiment `name` (seed re-runs; the exhaustive grid of bench/search_efficiency.py)."""
-        tune_config = self._tune_config(max_concurrent_trials=self.cfg.settings.max_concurrent_trials)
+    def run_points(self, name: str, runs: list[TrialRun], title: str | None = None,
+                   scheduler: TrialScheduler | None = None) -> None:
+        """Train given trials (`StudyConfig.describe_trial`), no search: Tune's grid search over them in the
+        experiment `name` (seed re-runs; the exhaustive grid of bench/search_efficiency.py), to full fidelity
+        unless a `scheduler` stops some."""
+        tune_config = self._tune_config(max_concurrent_trials=self.cfg.settings.max_concurrent_trials,
+                                        **({"scheduler": scheduler} if scheduler else {}))
         self._fit(name, tune_config, len(runs), title or f"{name}: {len(runs)} trials",
                   {RUN: tune.grid_search(runs)})
 
     def run_reference(self) -> None:
         """Train each variant's paper configuration (`StudyConfig.paper_trials`) that the search did not
-        already train, to full fidelity."""
+        already train: to full fidelity, or with front early stopping until it cannot reach the search's front."""
         frame = self.table.frame()
         searched = set() if frame.empty else {self._run_key(r["search"], json.loads(r["config"]))
                                               for _, r in final_rows(frame).iterrows() if r["phase"] == SEARCH}
         runs = [r for r in self.cfg.paper_trials() if self._run_key(r["search"], r["params"]) not in searched]
         if runs:
             self.run_points(REFERENCE, runs, f"the paper's configurations: {', '.join(r['variant'] for r in runs)} "
-                                             "(reference points)")
+                                             "(reference points)", self._reference_stopping(frame))
+
+    def _reference_stopping(self, frame: pd.DataFrame) -> TrialScheduler | None:
+        """Under `front` early stopping, the rule for the reference points, starting from the search's finished
+        learning curves and front; None (every reference to the end) under any other."""
+        s = self.cfg.settings
+        if s.early_stopping != "front" or frame.empty:
+            return None
+        scheduler = study_scheduler(s, self.cfg.run.train.epochs)
+        search = frame[frame["phase"] == SEARCH]
+        finished = final_rows(search)
+        for tid in finished.loc[finished["full_fidelity"], "trial_id"]:
+            rows = search[search["trial_id"] == tid].dropna(subset=["score"])
+            scheduler.rule.add_finished(tid, float(rows["params"].iloc[-1]), dict(zip(rows["epoch"], rows["score"])))
+        return scheduler
 
     def _run_key(self, variant_name: str, params: dict[str, Any]) -> str:
         """What a trial trains, whatever the way its parameters were written: its method and lr."""

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from studies.front_sampler import FrontSampler
 from studies.frontier import main as frontier_main
 from studies.results_table import ResultsTable
 from studies.search_space import DEFAULT_SPACES, DESIGNS
@@ -50,9 +51,10 @@ def final_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_small_study_records_every_trial_and_tells_optuna_the_fidelity(ray_local, bench, tokenizer_dir, tmp_path):
-    """A VL-PET variant and a `designs` search (module x gate x LW) with Pareto early stopping, then the
-    paper's VL-PET-large configuration as a reference point: every trial once, pruned trials told to
-    Optuna as PRUNED, and each designs trial named by the combination it resolves to."""
+    """A VL-PET variant and a `designs` search (module x gate x LW) with the default search (the front
+    sampler, front early stopping), then the paper's VL-PET-large configuration as a reference point: every
+    trial once, pruned trials told to Optuna as PRUNED, and each designs trial named by the combination it
+    resolves to."""
     from studies.study import run_study
 
     cfg = study_from_dict(study_dict(bench, tokenizer_dir, variants=["vlpet-large", DESIGNS], trials_per_variant=3,
@@ -156,7 +158,8 @@ def test_concurrent_trials_and_variants_never_receive_identical_configurations(s
 
 
 def test_sampler_auto_follows_the_budget():
-    assert isinstance(optuna_sampler("auto", 0, 12), optuna.samplers.GPSampler)
+    front = FrontSampler(len, lambda: ([], []), (1.0, 0.0))
+    assert optuna_sampler("auto", 0, 12, front) is front
     assert isinstance(optuna_sampler("auto", 0, 200), optuna.samplers.TPESampler)
     assert optuna_sampler("tpe", 0, 12)._constant_liar
 
@@ -301,7 +304,7 @@ def test_paper_settings_scale_sizes_to_the_backbone():
     ({"run": {"train": {"epochs": 0}}}, r"train.epochs=0 must be an integer >= 1"),
     ({"study": {"max_params": -5}}, "study.max_params=-5"),
     ({"study": {"sampler": "tpee"}}, "unknown study.sampler 'tpee'.*did you mean 'tpe'"),
-    ({"run": {"train": {"eval_every": 2}}}, r"study.early_stopping=pareto compares every epoch's score.*eval_every=2"),
+    ({"run": {"train": {"eval_every": 2}}}, r"study.early_stopping=front compares every epoch's score.*eval_every=2"),
     ({"study": {"asha": True}}, r"study.asha is now study.early_stopping: front .* pareto .* asha .* or none"),
     ({"study": {"early_stopping": "hyperband"}}, r"unknown study.early_stopping 'hyperband'"),
     ({"study": {"paper_reference": "yes"}}, r"paper_reference='yes' must be a bool"),
