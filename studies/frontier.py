@@ -8,8 +8,10 @@
 
 (`vlpet-study` is `python studies/frontier.py`.)
 
-Per variant, a Ray Tune study searched by multi-objective Optuna (max score, min trainable params)
-with Pareto-rank early stopping, beside the paper's hand-picked configurations (studies/study.py). Ends by writing the frontier report.
+Per variant, a Ray Tune study searched by Optuna (max score, min trainable params; the front sampler by
+default) with early stopping of trials that cannot reach the front at their size, beside the paper's
+hand-picked configurations, then a second seed for the front (studies/study.py). Ends by writing the
+frontier report.
 Outputs: <study-dir>/results.parquet|csv, optuna.db, report/ (frontier.html, report.md, ...).
 `--resume --study-dir X` continues a stopped (Ctrl-C: exit 130) or killed study with its own config
 (X/study.json), every finished result kept. With `--storage-path URI` the study lives in URI/<name> (its
@@ -38,6 +40,15 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def seed_int(text: str) -> int:
+    """An argparse type: a seed every library takes, 0 <= seed <= 2**32 - 1."""
+    from vlpet.config_base import MAX_SEED
+
+    if not text.strip().isdigit() or int(text) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give an integer from 0 to {MAX_SEED}")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags; each overrides the study config's value of the same name."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,10 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                            "its study.json")
     p.add_argument("--name", help="study name (study.name)")
     p.add_argument("--variants", help="comma-separated variants (study.variants); designs: module x gate x LW")
-    p.add_argument("--trials", type=int, help="trials per variant (study.trials_per_variant)")
-    p.add_argument("--max-params", type=int, help="trainable-parameter budget (study.max_params)")
-    p.add_argument("--seeds", type=int, help="seeds per frontier point (study.seeds; the paper uses 3)")
-    p.add_argument("--seed", type=int, help="base seed: every trial's run.train.seed and the Optuna sampler's seed "
+    p.add_argument("--trials", type=positive_int, help="trials per variant (study.trials_per_variant)")
+    p.add_argument("--max-params", type=positive_int, help="trainable-parameter budget (study.max_params)")
+    p.add_argument("--seeds", type=positive_int, help="seeds per frontier point (study.seeds; the paper uses 3)")
+    p.add_argument("--seed", type=seed_int, help="base seed: every trial's run.train.seed and the Optuna sampler's seed "
                                             "(study.sampler_seed); another value gives an independent second run")
     p.add_argument("--num-cpus", type=positive_int, help="logical CPUs of the local Ray cluster")
     p.add_argument("--no-report", action="store_true", help="skip the frontier report at the end")

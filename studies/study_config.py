@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from studies.search_space import DESIGNS, LR, METHOD, Choice, Dist, sample, space_for
-from vlpet.config_base import Config, bounded
+from vlpet.config_base import MAX_SEED, Config, bounded
 from vlpet.data.tasks import get_task
 from vlpet.errors import ConfigError, build_dataclass, closest, unknown
 from vlpet.methods import METHODS, MethodConfig
@@ -96,7 +96,7 @@ class StudySettings(Config):
     gpu_hours: float | None = bounded(None, gt=0)
     optuna_storage: str | None = None
     sampler: str = "auto"
-    sampler_seed: int = 0
+    sampler_seed: int = bounded(0, ge=0, le=MAX_SEED)
     paper_reference: bool = True
     max_failures: int = bounded(2, ge=0)
 
@@ -107,6 +107,10 @@ class StudySettings(Config):
         for name in self.variants:
             if name not in valid:
                 raise unknown("study.variants entry", name, valid)
+        repeated = sorted({name for name in self.variants if self.variants.count(name) > 1})
+        if repeated:
+            raise self.error("variants", f"lists {', '.join(repeated)} more than once; each variant is one search: "
+                                         "list it once (more trials: trials_per_variant)")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise self.error("name", "must be a directory name: letters, digits, '.', '_', '-', not starting with '.'")
         if self.sampler not in SAMPLERS:
@@ -172,6 +176,13 @@ class StudyConfig:
         return [self.describe_trial(v, paper_setting(v, self.family, self.d_model, video))
                 for v in self.settings.variants if v != DESIGNS]
 
+    def space_points(self, variant_name: str) -> list[dict[str, Any]]:
+        """The drawn values of each choice and both ends of each range of a variant's space in turn, the other
+        parameters at their first value (what `check_space` checks; where a variant's cheapest point is)."""
+        space = self.space(variant_name)
+        return [sample(space, _FirstValue({key: value})) for key, dist in space.items()
+                for value in (dist.values if isinstance(dist, Choice) else (dist.low, dist.high))]
+
     def check_space(self, variant_name: str) -> None:
         """Every value of every distribution of a variant's space makes a valid run: each choice and both
         ends of each range in turn, the other parameters at their first value. A bad one is a ConfigError
@@ -223,6 +234,10 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
         raise ConfigError(f"study.early_stopping={settings.early_stopping} compares every epoch's score, but "
                           f"run.train.eval_every={run.train.eval_every} validates less often; set eval_every: 1 or "
                           "early_stopping: none")
+    if settings.early_stopping != "none" and settings.grace_period >= run.train.epochs:
+        raise ConfigError(f"study.grace_period={settings.grace_period} leaves early stopping nothing to decide: it "
+                          f"starts at epoch grace_period and run.train.epochs={run.train.epochs}; set grace_period "
+                          f"below epochs, or early_stopping: none")
     with torch.device("meta"):  # the backbone's shape from its config: no weights
         shape = build_vl_model(run.backbone, load_weights=False)
     config = StudyConfig(settings, run, search, family=shape.family, d_model=shape.d_model)
@@ -238,7 +253,24 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
         config.check_space(name)
     if settings.paper_reference:
         config.paper_trials()
+    check_budget(config)
     return config
+
+
+def check_budget(config: StudyConfig) -> None:
+    """A params budget (`study.max_params`) that no variant's cheapest configuration meets would skip every
+    trial one by one: refused, naming the cheapest variant. The cheapest configuration of a variant is
+    looked for as `check_space` walks its space: each value of each distribution, the others at their first."""
+    budget = config.settings.max_params
+    if budget is None:
+        return
+    cheapest = {name: min(config.params_of(config.trial_spec(name, point)).trainable
+                          for point in config.space_points(name)) for name in config.settings.variants}
+    name = min(cheapest, key=cheapest.get)
+    if cheapest[name] > budget:
+        raise ConfigError(f"study.max_params={budget:,} is below every variant's cheapest configuration (the "
+                          f"cheapest: {name} with {cheapest[name]:,} trainable parameters); raise max_params to at "
+                          f"least {cheapest[name]:,}, or drop it")
 
 
 class _FirstValue:

@@ -319,6 +319,13 @@ def test_paper_settings_scale_sizes_to_the_backbone():
     ({"study": {"trials_per_variant": True}}, r"study.trials_per_variant=True must be an integer"),
     ({"run": {"train": {"weight_decay": float("inf")}}}, r"train.weight_decay=inf must be a finite number"),
     ({"run": {"train": {"gpus_per_worker": float("nan")}}}, r"train.gpus_per_worker=nan must be a finite number"),
+    # seeds every library takes, one search per variant, early stopping that can act, a budget some variant meets
+    ({"study": {"sampler_seed": -1}}, r"study.sampler_seed=-1 must be an integer in \[0, 4294967295\]"),
+    ({"run": {"train": {"seed": 2**70}}}, r"train.seed=1180591620717411303424 must be an integer in \[0, 4294967295\]"),
+    ({"study": {"variants": ["vlpet-small", "vlpet-small"]}}, r"study.variants=.* lists vlpet-small more than once"),
+    ({"study": {"grace_period": 2}}, r"study.grace_period=2 leaves early stopping nothing to decide.*epochs=2"),
+    ({"study": {"max_params": 1}}, r"study.max_params=1 is below every variant's cheapest configuration \(the "
+                                   r"cheapest: vlpet-small with [\d,]+ trainable parameters\); raise max_params"),
 ])
 def test_bad_study_configs_fail_with_the_field(bench, tokenizer_dir, change, message):
     with pytest.raises(ConfigError, match=message):
@@ -345,7 +352,13 @@ def test_cli_rejects_bad_input_before_any_trial(bench, tokenizer_dir, tmp_path, 
     assert "config file not found" in capsys.readouterr().err
     assert frontier_main(["--config", str(path), "--study-dir", str(study_dir), "--resume"]) == 2
     assert "holds no study" in capsys.readouterr().err
-    assert not (study_dir / "results.parquet").exists()
+    for flag, value, message in (("--seed", "-1", "'-1' is not a seed: give an integer from 0 to 4294967295"),
+                                 ("--seed", str(2**70), "is not a seed"), ("--trials", "0", "'0' is not an integer >= 1"),
+                                 ("--max-params", "-5", "'-5' is not an integer >= 1")):
+        with pytest.raises(SystemExit) as exit_info:
+            frontier_main(["--config", str(path), "--study-dir", str(study_dir), flag, value])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err, (flag, value)
+    assert not study_dir.exists()
 
 
 def test_unwritable_or_full_study_directory_is_detected_before_any_trial(tmp_path, monkeypatch):

@@ -23,6 +23,10 @@ from vlpet.errors import ConfigError
 _NAMES = {int: "an integer", float: "a finite number", bool: "a bool (true or false)", str: "a string"}
 
 
+# the seeds every library here takes: numpy's legacy np.random.seed refuses anything outside [0, 2**32)
+MAX_SEED = 2**32 - 1
+
+
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
             lt: float | None = None) -> Any:
     """A numeric field with a default and a range: ge/gt (>=, >) from below, le/lt (<=, <) from above."""

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import yaml
 
 from vlpet import yaml_loader
-from vlpet.config_base import Config, bounded
+from vlpet.config_base import MAX_SEED, Config, bounded
 from vlpet.data import DataConfig
 from vlpet.errors import ConfigError, build_dataclass, closest
 from vlpet.methods import MethodConfig, method_from_dict
@@ -50,7 +50,7 @@ class TrainConfig(Config):
     weight_decay: float = bounded(0.01, ge=0)
     adam_eps: float = bounded(1e-6, gt=0)
     clip_grad_norm: float = bounded(5.0, ge=0)
-    seed: int = 42
+    seed: int = bounded(42, ge=0, le=MAX_SEED)
     precision: str = "auto"
     num_workers: int = bounded(1, ge=1)
     runner: str = "auto"
