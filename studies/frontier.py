@@ -136,11 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     from vlpet.data.dataset import check_data
 
     check_study_dir(study_dir.resolve(), args.resume)
-    optuna_storage(cfg, study_dir.resolve())  # reachable (PostgreSQL) or creatable (SQLite) before any trial
+    server = not (cfg.settings.optuna_storage or "sqlite").startswith("sqlite")
+    if server:
+        optuna_storage(cfg, study_dir.resolve())  # a database server: reachable, and nothing written here
     if args.address:
         check_address(args.address)
     console = Console(highlight=False, soft_wrap=True)
     data = check_data(cfg.run.data, cfg.run.backbone.feat_dim, args.address)
+    study_dir.mkdir(parents=True, exist_ok=True)  # every check passed: the first write
+    if not server:
+        optuna_storage(cfg, study_dir.resolve())  # the SQLite file, creatable
     for line in study_header(cfg, study_dir, data, home and home.uri):
         console.print(line, markup=False)
     route_driver_logs(study_dir)

@@ -94,6 +94,7 @@ class Study:
         self.storage_path = storage_path or (home.tune_storage if home else str(self.dir / "ray"))
         self.trainable = trainable or study_trainable(cfg, self.storage_path, self.dir, home and home.uri)
         recorded = study_dirs.check_study_dir(self.dir, resume)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.record = recorded if resume else study_dirs.describe(cfg.to_dict(), f"{cfg.family}-base", self.dir)
         t = cfg.run.train
         self.table = ResultsTable(self.dir, SEARCH, t.num_workers * max(t.gpus_per_worker, 1.0),

@@ -9,6 +9,7 @@ the absolute paths of the directory it ran in, so a copied or moved study would 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -23,18 +24,16 @@ SECTIONS = ("study", "search", "run")
 
 def check_study_dir(study_dir: Path, resume: bool, min_free_mb: int = 200) -> dict[str, Any] | None:
     """The study directory must be new (or, resumed, hold a study), writable, and on a disk with room.
-    Returns a resumed study's study.json (`recorded`), None for a new study."""
+    Returns a resumed study's study.json (`recorded`), None for a new study. Writes nothing: a directory
+    that does not exist yet is judged by the nearest one above it, and made when the study starts."""
     record = recorded(study_dir) if resume else None  # exists, readable, created here
     if not resume and (study_dir / RESULTS).is_file():
         raise ConfigError(f"{study_dir} already holds a study; pass --resume to continue it or choose another --name")
-    try:
-        study_dir.mkdir(parents=True, exist_ok=True)
-        probe = study_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"study directory {study_dir} is not writable ({err.strerror}); choose --study-dir") from None
-    free_mb = shutil.disk_usage(study_dir).free / 2**20
+    existing = next(p for p in (study_dir, *study_dir.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not a directory" if not existing.is_dir() else "is not writable"
+        raise ConfigError(f"study directory {study_dir} is not writable ({existing} {what}); choose --study-dir")
+    free_mb = shutil.disk_usage(existing).free / 2**20
     if free_mb < min_free_mb:
         raise ConfigError(f"study directory {study_dir}: only {free_mb:.0f} MB free, need >= {min_free_mb} MB")
     return record
@@ -46,6 +45,8 @@ def describe(config: dict[str, Any], backbone: str, study_dir: Path) -> dict[str
 
 
 def write(study_dir: Path, record: dict[str, Any]) -> None:
+    """Write study.json, making the directory of a new study."""
+    study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / STUDY_JSON).write_text(json.dumps(record, indent=2))
 
 
