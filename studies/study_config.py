@@ -117,6 +117,16 @@ class StudySettings(Config):
             raise unknown("study.sampler", self.sampler, SAMPLERS)
         if self.early_stopping not in EARLY_STOPPING:
             raise unknown("study.early_stopping", self.early_stopping, EARLY_STOPPING)
+        url = self.optuna_storage
+        if url is not None and url.startswith("sqlite:"):
+            path = url.removeprefix("sqlite:").removeprefix("///")
+            if path in ("", "//", ":memory:") or url == "sqlite://":
+                raise ConfigError("study.optuna_storage=sqlite:// keeps the searches in memory, lost when the driver "
+                                  "exits; leave optuna_storage unset (<study dir>/optuna.db) or give a file")
+            if not path.startswith("/"):
+                raise ConfigError(f"study.optuna_storage={url}: a relative SQLite path resolves against the "
+                                  f"current directory, not the study's; give an absolute one (sqlite:////abs/"
+                                  f"{path}) or leave optuna_storage unset (<study dir>/optuna.db)")
 
 
 @dataclass(frozen=True)

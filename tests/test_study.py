@@ -324,6 +324,8 @@ def test_paper_settings_scale_sizes_to_the_backbone():
     ({"run": {"train": {"seed": 2**70}}}, r"train.seed=1180591620717411303424 must be an integer in \[0, 4294967295\]"),
     ({"study": {"variants": ["vlpet-small", "vlpet-small"]}}, r"study.variants=.* lists vlpet-small more than once"),
     ({"study": {"grace_period": 2}}, r"study.grace_period=2 leaves early stopping nothing to decide.*epochs=2"),
+    ({"study": {"optuna_storage": "sqlite://"}}, r"sqlite:// keeps the searches in memory, lost when the driver"),
+    ({"study": {"optuna_storage": "sqlite:///rel.db"}}, r"sqlite:///rel.db: a relative SQLite path resolves against"),
     ({"study": {"max_params": 1}}, r"study.max_params=1 is below every variant's cheapest configuration \(the "
                                    r"cheapest: vlpet-small with [\d,]+ trainable parameters\); raise max_params"),
 ])
