@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from studies.ray_cluster import LOOPBACK
-from vlpet.errors import ConfigError, entry_point
+from vlpet.errors import ConfigError, entry_point, redact
 
 
 def study_storage_url(study_dir: Path) -> str:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         import optuna_dashboard
     except ImportError:
         raise ConfigError('optuna-dashboard is not installed: pip install -e ".[dashboard]"') from None
-    print(f"optuna-dashboard of {args.study_dir} ({url}) on http://{LOOPBACK}:{args.port}; Ctrl-C stops it",
+    print(f"optuna-dashboard of {args.study_dir} ({redact(url)}) on http://{LOOPBACK}:{args.port}; Ctrl-C stops it",
           flush=True)
     optuna_dashboard.run_server(url, host=LOOPBACK, port=args.port)
     return 0

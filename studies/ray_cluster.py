@@ -22,8 +22,23 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 def storage_uri(text: str) -> str:
     """A storage location for Tune and Train (an argparse type): a URI (s3://, gs://) as given, a local
-    path made absolute (pyarrow's filesystem takes no relative one)."""
-    return text if "://" in text else str(Path(text).expanduser().resolve())
+    path made absolute (pyarrow's filesystem takes no relative one). Refused: an empty one (it would be the
+    current directory), credentials in the URI (they would be printed and stored with the study), and a
+    local path holding '?' or '#' (pyarrow reads those as a URI's query or fragment: the study would land
+    in a directory nobody named)."""
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give s3://BUCKET/PATH, gs://BUCKET/PATH or a shared directory")
+    scheme, sep, rest = text.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        raise argparse.ArgumentTypeError(f"{scheme}://... holds credentials; give the bucket alone and the keys in "
+                                         "the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or "
+                                         "GOOGLE_APPLICATION_CREDENTIALS)")
+    if not sep and any(c in text for c in "?#"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a local path with '?' or '#' is read as a URI's query or "
+                                         "fragment; choose a directory name without them")
+    return text if sep else str(Path(text).expanduser().resolve())
 
 
 def loopback_local_cluster() -> None:

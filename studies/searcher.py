@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-import sqlalchemy
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from studies.front_sampler import FrontSampler, StudyFront
 from studies.search_space import sample
 from studies.study_config import StudyConfig, StudySettings
-from vlpet.errors import ConfigError
+from vlpet.errors import ConfigError, redact
 from vlpet.results import RUN, SKIPPED, reached_full_fidelity
 
 OBJECTIVES = (["score", "params"], ["max", "min"])
@@ -69,11 +68,8 @@ def optuna_storage(cfg: StudyConfig, study_dir: Path) -> optuna.storages.BaseSto
 
 
 def shown_url(url: str) -> str:
-    """A database URL as it may be printed: its password masked."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except (SQLAlchemyError, ValueError):
-        return "<unparsable URL>"
+    """A database URL as it may be printed: its password masked (`vlpet.errors.redact`)."""
+    return redact(url)
 
 
 def first_line(err: BaseException) -> str:

@@ -326,8 +326,8 @@ def test_paper_settings_scale_sizes_to_the_backbone():
     ({"study": {"grace_period": 2}}, r"study.grace_period=2 leaves early stopping nothing to decide.*epochs=2"),
     ({"study": {"optuna_storage": "sqlite://"}}, r"sqlite:// keeps the searches in memory, lost when the driver"),
     ({"study": {"optuna_storage": "sqlite:///rel.db"}}, r"sqlite:///rel.db: a relative SQLite path resolves against"),
-    ({"study": {"max_params": 1}}, r"study.max_params=1 is below every variant's cheapest configuration \(the "
-                                   r"cheapest: vlpet-small with [\d,]+ trainable parameters\); raise max_params"),
+    ({"study": {"max_params": 1}}, (r"study.max_params=1 is below every variant's cheapest configuration \(the "
+                                    r"cheapest: vlpet-small with [\d,]+ trainable parameters\); raise max_params")),
 ])
 def test_bad_study_configs_fail_with_the_field(bench, tokenizer_dir, change, message):
     with pytest.raises(ConfigError, match=message):
@@ -356,11 +356,27 @@ def test_cli_rejects_bad_input_before_any_trial(bench, tokenizer_dir, tmp_path, 
     assert "holds no study" in capsys.readouterr().err
     for flag, value, message in (("--seed", "-1", "'-1' is not a seed: give an integer from 0 to 4294967295"),
                                  ("--seed", str(2**70), "is not a seed"), ("--trials", "0", "'0' is not an integer >= 1"),
-                                 ("--max-params", "-5", "'-5' is not an integer >= 1")):
+                                 ("--max-params", "-5", "'-5' is not an integer >= 1"),
+                                 ("--storage-path", "", "--storage-path: is empty"),
+                                 ("--storage-path", "s3://AKIAKEY:wJalrSECRET@b/x", "s3://... holds credentials"),
+                                 ("--storage-path", str(tmp_path / "dir?x"), "is read as a URI's query")):
         with pytest.raises(SystemExit) as exit_info:
             frontier_main(["--config", str(path), "--study-dir", str(study_dir), flag, value])
-        assert exit_info.value.code == 2 and message in capsys.readouterr().err, (flag, value)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and "wJalrSECRET" not in err, (flag, value, err)
     assert not study_dir.exists()
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("postgresql+psycopg2://vlpet:S3cr3t-pw@db:5432/v", "postgresql+psycopg2://vlpet:***@db:5432/v"),
+    ("postgresql://vlpet:p@ss@w0rd@db/v: cannot open it", "postgresql://vlpet:***@db/v: cannot open it"),  # raw '@'
+    ("--storage-path s3://AKIAKEY:wJalrSECRET@bucket/x is refused", "--storage-path s3://AKIAKEY:***@bucket/x is refused"),
+    ("s3://bucket/x and sqlite:////tmp/o.db", "s3://bucket/x and sqlite:////tmp/o.db"),  # nothing secret: unchanged
+])
+def test_printed_urls_never_show_a_password_or_secret_key(text, shown):
+    from vlpet.errors import redact
+
+    assert redact(text) == shown
 
 
 def test_unwritable_or_full_study_directory_is_detected_before_any_trial(tmp_path, monkeypatch):

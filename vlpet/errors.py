@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,6 +21,16 @@ class ConfigError(UserError):
     """A config value, flag or file is invalid. The message names the field and the fix."""
 
 
+# the user-info of a URL (scheme://user:secret@host): up to the last '@' of the token, so that a password
+# holding an unescaped '@' is masked whole
+_USERINFO = re.compile(r"([A-Za-z][\w+.-]*://[^\s:/@]*):[^\s]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with every URL's password or secret key masked (`s3://KEY:***@bucket`), for anything printed."""
+    return _USERINFO.sub(r"\1:***@", text)
+
+
 def entry_point(main: Callable[..., int | None]) -> Callable[..., int]:
     """Decorate a command's `main(argv=None)`: a UserError becomes `error: <message>` on stderr and exit
     status 2, Ctrl-C exit status 130 without a traceback; `main` returning None means success (0)."""
@@ -29,7 +40,7 @@ def entry_point(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs) or 0
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {redact(str(err))}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:  # Ctrl-C outside the work that handles it itself (a study's trials)
             print("interrupted", file=sys.stderr)
