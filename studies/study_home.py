@@ -17,11 +17,13 @@ AWS_ENDPOINT_URL, an instance role; GOOGLE_APPLICATION_CREDENTIALS) or the URI's
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sqlite3
 import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ NOT_SYNCED = (TUNE_DIR,)  # written to the home by Tune and Train themselves
 CACHE = Path("~/.cache/vlpet-studies")  # working copies; $VLPET_STUDY_CACHE overrides
 # S3 keeps an object's time in whole seconds: a home's file counts as newer than the copy's beyond this
 FETCH_SLACK_NS = 2 * 10**9
+PROBE_TIMEOUT_S = 30.0  # the longest a storage probe may take before the home is called unreachable
 
 # pyarrow's S3 errors carry the AWS error code; each code, said in one line with its fix
 _S3_ERRORS = {
@@ -179,10 +182,23 @@ class StudyHome:
     def holds_study(self) -> bool:
         return self._holds_study(self.uri)
 
-    def check_writable(self) -> None:
+    def check_writable(self, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         """Write and delete a probe object: a bad bucket, refused or missing credentials or an unreachable
-        endpoint fail here, in one line, before any trial."""
+        endpoint fail here, in one line, before any trial. The probe runs in a daemon thread bounded by
+        `timeout_s`: with no credentials and no network, Google's SDK waits minutes on its metadata server."""
         check_credentials(self.uri)
+        outcome: list[BaseException | None] = []
+        probe = threading.Thread(target=lambda: outcome.append(self._probe()), daemon=True)
+        probe.start()
+        probe.join(timeout_s)
+        if not outcome:
+            raise ConfigError(f"--storage-path {_without_query(self.uri)}: no answer within {timeout_s:.0f} s (no "
+                              "credentials or no route to the storage service: check the network and the "
+                              "credentials, e.g. GOOGLE_APPLICATION_CREDENTIALS for gs://)")
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def _probe(self) -> ConfigError | None:
         with tempfile.TemporaryDirectory() as tmp:
             probe = Path(tmp) / "probe"
             probe.write_text("ok")
@@ -190,13 +206,38 @@ class StudyHome:
                 upload(probe, self._uri_of(".write-test"))
                 fs, path = filesystem(self._uri_of(".write-test"))
                 fs.delete_file(path)
+            except ConfigError as err:
+                return err
             except OSError as err:
-                raise ConfigError(f"--storage-path {_without_query(self.uri)}: {_reason(err)}") from None
+                return ConfigError(f"--storage-path {_without_query(self.uri)}: {_reason(err)}")
+        return None
+
+    def check_working_copy(self) -> None:
+        """The working copy must be this study's (or new, or empty) before anything is fetched into it: a
+        mistyped --study-dir naming another study would otherwise have its files overwritten."""
+        own = self.local / STUDY_JSON
+        if not self.local.exists() or not any(self.local.iterdir()):
+            return
+        fs, path = filesystem(self._uri_of(STUDY_JSON))
+        try:
+            with fs.open_input_stream(path) as src:
+                home_id = json.loads(src.read()).get("study_id")
+            local_id = json.loads(own.read_text()).get("study_id") if own.is_file() else None
+        except (OSError, ValueError, AttributeError) as err:
+            raise ConfigError(f"--storage-path {_without_query(self.uri)}: cannot compare its {STUDY_JSON} with "
+                              f"{own} ({err}); give an empty --study-dir") from None
+        if not own.is_file() or local_id != home_id:
+            what = f"holds another study (id {local_id})" if own.is_file() else f"is not empty and holds no {STUDY_JSON}"
+            raise ConfigError(f"--study-dir {self.local} {what}, not a working copy of {_without_query(self.uri)} "
+                              f"(id {home_id}); nothing was fetched into it: give an empty directory, this study's "
+                              "own working copy, or leave --study-dir out")
 
     def fetch(self) -> list[str]:
         """Copy the study's files (all but Tune's state) from the home into the working copy where the
         home's are newer or the copy lacks them; returns the files fetched. A working copy written after
-        its last upload (a driver killed in between) keeps its newer files."""
+        its last upload (a driver killed in between) keeps its newer files; a directory that is not this
+        study's working copy is refused first (`check_working_copy`)."""
+        self.check_working_copy()
         fs, root = filesystem(self.uri)
         fetched = []
         for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):

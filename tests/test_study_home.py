@@ -132,3 +132,48 @@ def test_a_home_on_a_shared_directory_is_written_by_rename(tmp_path):
     home.sync()
     fresh = StudyHome.locate(str(tmp_path / "shared" / "t"), "t", resume=True, study_dir=tmp_path / "fresh")
     assert fresh.fetch() == ["results.parquet", "study.json"]
+
+
+def checksums(directory) -> dict:
+    import hashlib
+
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_mistyped_study_dir_naming_another_study_is_refused_before_anything_is_fetched(tmp_path, capsys):
+    """`--resume --storage-path <home of A> --study-dir <B's directory>`, and `vlpet-report <home of A>
+    --study-dir <B>`: refused, and every file of B byte-identical."""
+    from analysis.report import main as report_main
+
+    home_dir = tmp_path / "home" / "a"
+    home_dir.mkdir(parents=True)
+    (home_dir / "study.json").write_text('{"study": {"name": "a"}, "search": {}, "run": {}, "study_id": "aaa"}')
+    (home_dir / "results.csv").write_text("trial_id\nfrom-a\n")
+    other = tmp_path / "b"
+    other.mkdir()
+    (other / "study.json").write_text('{"study": {"name": "b"}, "search": {}, "run": {}, "study_id": "bbb"}')
+    (other / "results.csv").write_text("trial_id\nfinished-b\n")
+    before = checksums(other)
+    with pytest.raises(ConfigError, match=r"--study-dir .*/b holds another study \(id bbb\), not a working copy of .*"
+                                          r"\(id aaa\); nothing was fetched into it"):
+        StudyHome.locate(str(tmp_path / "home"), "a", resume=True, study_dir=other).fetch()
+    assert report_main([f"file://{home_dir}", "--study-dir", str(other)]) == 2
+    assert "holds another study (id bbb)" in capsys.readouterr().err
+    assert checksums(other) == before
+    stray = tmp_path / "stray"  # not empty, no study.json: not a working copy either
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="is not empty and holds no study.json"):
+        StudyHome.locate(str(tmp_path / "home"), "a", resume=True, study_dir=stray).fetch()
+    assert (stray / "notes.txt").read_text() == "mine" and len(list(stray.iterdir())) == 1
+
+
+def test_a_storage_service_that_never_answers_fails_within_the_probe_timeout(tmp_path, monkeypatch):
+    """gs:// with no credentials and no network: Google's SDK waits minutes; the probe gives up in time."""
+    home = StudyHome(str(tmp_path / "home" / "a"), tmp_path / "copy")
+    monkeypatch.setattr(StudyHome, "_probe", lambda self: time.sleep(30))
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"no answer within 0 s \(no credentials or no route"):
+        home.check_writable(timeout_s=0.3)
+    assert time.monotonic() - start < 5
