@@ -71,7 +71,7 @@ def one_gpu_trial(gpus: float, epochs: int) -> dict[str, float]:
     from studies.study_config import load_study, study_from_dict
 
     data = load_study(None).to_dict()
-    data["study"].update(name="gpu-check", variants=["vlpet-large"], trials_per_variant=1, paper_reference=False,
+    data["study"].update(name="gpu-check", variants=["vlpet-large"], trials_per_variant=1, paper_reference=False, seeds=1,
                          early_stopping="none", max_concurrent_trials=1)
     data["run"]["train"].update(epochs=epochs, gpus_per_worker=gpus, runner="trial")
     cfg = study_from_dict(data)

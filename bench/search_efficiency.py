@@ -20,9 +20,10 @@ in <grid-dir>/results.parquet. Phase 2 runs each search arm through the driver's
 that replays the grid's recorded reports for the configuration it is given instead of training it
 again. The arms search exactly the grid's discrete space, so every configuration they draw has a
 recorded run; what differs between arms is which configurations they try and how many epochs they spend
-on each. Compute is the grid's own recorded time of the epochs an arm trains (training + validation,
-as measured when the grid was trained), so it does not depend on this machine's load and counts a full
-fine-tuning epoch at its real cost. (Training noise is not re-sampled: each grid point has one seed.)
+on each. Compute is counted in epochs trained (a replayed epoch stands for a trained one), so it does not
+depend on this machine's load; the grid's recorded training + validation time of those epochs is printed
+beside it (`time_%`: a full fine-tuning epoch costs more than a PET one). (Training noise is not
+re-sampled: each grid point has one seed.)
 
 Hypervolume: the reports' reference point (100 % params, score 0), as % of the grid's front.
 """
@@ -156,11 +157,11 @@ def run_arm(data: dict[str, Any], arm: tuple[str, str, int], seed: int, trials: 
 
 
 def curve(table: pd.DataFrame) -> pd.DataFrame:
-    """Hypervolume and recorded compute (s) after each finished trial."""
-    return hypervolume_history(table, reference=DEFAULT_REFERENCE)[["compute_s", "hypervolume"]]
+    """Hypervolume and epochs trained after each finished trial."""
+    return hypervolume_history(table, reference=DEFAULT_REFERENCE)[["epochs", "hypervolume"]]
 
 
-def figure(curves: dict[str, list[pd.DataFrame]], grid_compute: float, grid_hv: float) -> Any:
+def figure(curves: dict[str, list[pd.DataFrame]], grid_epochs: float, grid_hv: float) -> Any:
     """Hypervolume (% of the grid's) against compute (% of the grid's), a line per arm and seed."""
     import plotly.graph_objects as go
     from plotly.colors import qualitative
@@ -168,25 +169,27 @@ def figure(curves: dict[str, list[pd.DataFrame]], grid_compute: float, grid_hv: 
     fig = go.Figure()
     for (arm, runs), colour in zip(curves.items(), qualitative.Plotly):
         for k, c in enumerate(runs):
-            fig.add_trace(go.Scatter(x=100 * c["compute_s"] / grid_compute, y=100 * c["hypervolume"] / grid_hv,
+            fig.add_trace(go.Scatter(x=100 * c["epochs"] / grid_epochs, y=100 * c["hypervolume"] / grid_hv,
                                      mode="lines+markers", line_shape="hv", line={"color": colour, "width": 1.5},
                                      marker={"size": 5}, name=arm, legendgroup=arm, showlegend=k == 0, opacity=0.75))
     fig.add_vline(x=30, line_dash="dot", annotation_text="30 % of the grid's compute")
     fig.add_hline(y=95, line_dash="dot", annotation_text="95 % of the grid's hypervolume")
     fig.update_layout(title="Search efficiency on the embedded benchmark (one line per sampler seed)",
-                      xaxis_title="compute: recorded training + validation time, % of the exhaustive grid's",
+                      xaxis_title="compute: epochs trained, % of the exhaustive grid's",
                       yaxis_title="hypervolume, % of the grid's", template="plotly_white", width=900, height=560)
     return fig
 
 
-def arm_row(arm: str, seed: Any, table: pd.DataFrame, grid_compute: float, grid_hv: float) -> dict[str, Any]:
-    """One search's totals: trials, compute and hypervolume as % of the grid's."""
+def arm_row(arm: str, seed: Any, table: pd.DataFrame, grid: tuple[float, float, float]) -> dict[str, Any]:
+    """One search's totals: trials, compute (epochs; recorded time) and hypervolume as % of the grid's
+    (`grid`: its epochs, recorded seconds and hypervolume)."""
     fin = final_rows(table)
     full = fin[fin["full_fidelity"]]
     hv = hypervolume_2d(full["params_pct"], full["score"], *DEFAULT_REFERENCE)
+    epochs, seconds, grid_hv = grid
     return {"arm": arm, "seed": seed, "trials": len(fin), "pruned": int((fin["status"] == PRUNED).sum()),
-            "epochs": float(fin["epoch"].sum()), "compute_%": 100 * float(fin["wall_time_s"].sum()) / grid_compute,
-            "hv_%": 100 * hv / grid_hv}
+            "epochs": float(fin["epoch"].sum()), "compute_%": 100 * float(fin["epoch"].sum()) / epochs,
+            "time_%": 100 * float(fin["wall_time_s"].sum()) / seconds, "hv_%": 100 * hv / grid_hv}
 
 
 @entry_point
@@ -226,25 +229,26 @@ def main() -> int:
         replayed = table.assign(wall_time_s=table["trial_id"].map(  # the grid's own curve, in recorded compute
             {tid: float(r["train_time_s"].fillna(0).sum() + r["eval_time_s"].fillna(0).sum())
              for tid, r in table.groupby("trial_id")}))
+        totals = (float(done["epoch"].sum()), grid_compute, grid_hv)
         curves: dict[str, list[pd.DataFrame]] = {"grid": [curve(replayed)]}
-        rows = [arm_row("grid", "-", replayed, grid_compute, grid_hv)]
+        rows = [arm_row("grid", "-", replayed, totals)]
         with tempfile.TemporaryDirectory(prefix="vlpet-search-eff-") as tmp:
             for arm in args.arms.split(","):
                 curves[arm] = []
                 for seed in range(args.seeds):
                     t = run_arm(data, ARMS[arm], seed, args.trials, grid, Path(tmp))
                     curves[arm].append(curve(t))
-                    rows.append(arm_row(arm, seed, t, grid_compute, grid_hv))
+                    rows.append(arm_row(arm, seed, t, totals))
                     print(f"{arm} seed {seed}: {rows[-1]['trials']} trials, {rows[-1]['pruned']} stopped early, "
                           f"compute {rows[-1]['compute_%']:.1f} %, hypervolume {rows[-1]['hv_%']:.1f} % of the grid's",
                           flush=True)
     finally:
         ray.shutdown()
     res = pd.DataFrame(rows)
-    print(f"\ngrid: {len(done)} trials, {grid_compute:.0f} s of recorded compute; hypervolume (reference 100 % "
+    print(f"\ngrid: {len(done)} trials, {totals[0]:.0f} epochs, {grid_compute:.0f} s recorded; hypervolume (reference 100 % "
           f"params, score 0) of its front {grid_hv:,.1f}")
     print(res.round(2).to_string(index=False))
-    summary = res[res["arm"] != "grid"].groupby("arm", sort=False)[["compute_%", "hv_%", "pruned"]].agg(
+    summary = res[res["arm"] != "grid"].groupby("arm", sort=False)[["compute_%", "time_%", "hv_%", "pruned"]].agg(
         ["mean", "min", "max"])
     print("\nper arm over seeds (mean, min, max):")
     print(summary.round(1).to_string())
@@ -254,7 +258,7 @@ def main() -> int:
         print(f"\ntarget (the default search >= 95 % of the grid's hypervolume with <= 30 % of its compute): met by "
               f"{hit:.0%} of seeds; mean {ours['hv_%'].mean():.1f} % hypervolume at {ours['compute_%'].mean():.1f} % "
               "compute")
-    save_figures({args.out: figure(curves, grid_compute, grid_hv)})
+    save_figures({args.out: figure(curves, totals[0], grid_hv)})
     print(f"plot: {args.out.with_suffix('.png')} (and .svg, .html)")
     return 0
 

@@ -62,10 +62,12 @@ class CurveRule:
     """Stop a trial that cannot reach the front at its size, judged by the learning curves seen so far.
 
     At epoch e (grace_period <= e < max_epochs) a trial's best possible final score is its score now plus
-    the largest gain from epoch e to the end among the finished trials, plus `margin` (seed noise). If a
+    the largest gain from epoch e to the end among the finished trials of its group (its variant: curve
+    shapes differ between methods, BitFit's still jump in the last epoch where full fine-tuning's have
+    flattened, so other methods' curves are no evidence), plus `margin` (seed noise). If a
     finished point with no more parameters already scores that much, the trial is stopped. Two guards keep
     the rule from being fooled by a slow start (the warm-up trap: a run weak after epoch 1 that ends on the
-    front): it decides nothing before `min_curves` finished curves exist, and a trial that improved since
+    front): it decides nothing before `min_curves` curves of the group have finished, and a trial that improved since
     its previous epoch by more than any finished trial did over the same epoch goes on, since the curves
     seen do not cover it.
 
@@ -78,10 +80,11 @@ class CurveRule:
     min_curves: int = 2
     curves: dict[str, dict[int, float]] = field(default_factory=dict)
     sizes: dict[str, float] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
 
-    def add_report(self, trial_id: str, epoch: int, params: float, score: float) -> None:
-        self.sizes[trial_id] = float(params)
+    def add_report(self, trial_id: str, epoch: int, params: float, score: float, group: str = "") -> None:
+        self.sizes[trial_id], self.groups[trial_id] = float(params), group
         if np.isfinite(score):
             self.curves.setdefault(trial_id, {})[int(epoch)] = float(score)
 
@@ -90,10 +93,10 @@ class CurveRule:
         if self.max_epochs in self.curves.get(trial_id, {}):
             self.finished.add(trial_id)
 
-    def add_finished(self, trial_id: str, params: float, curve: dict[int, float]) -> None:
+    def add_finished(self, trial_id: str, params: float, curve: dict[int, float], group: str = "") -> None:
         """A trial finished elsewhere (an earlier phase, a resumed study): its curve and point count too."""
         for epoch, score in curve.items():
-            self.add_report(trial_id, epoch, params, score)
+            self.add_report(trial_id, epoch, params, score, group)
         self.finish(trial_id)
 
     def front(self) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +107,8 @@ class CurveRule:
         """The highest final score the finished curves allow the trial from `epoch` on, or None while the
         curves cannot tell (too few, or the trial outruns them)."""
         curve = self.curves.get(trial_id, {})
-        done = [self.curves[t] for t in self.finished if epoch in self.curves[t]]
+        done = [self.curves[t] for t in self.finished if epoch in self.curves[t]
+                and self.groups.get(t) == self.groups.get(trial_id)]
         if epoch not in curve or len(done) < self.min_curves:
             return None
         if epoch - 1 in curve:

@@ -87,8 +87,9 @@ class ParetoASHA(FIFOScheduler):
 
 
 class FrontStopping(FIFOScheduler):
-    """Tune's side of `CurveRule`: every report is recorded, a trial whose last epoch arrives joins the
-    front, and a trial that cannot reach the front at its size (`CurveRule.should_stop`) stops. Trials
+    """Tune's side of `CurveRule`: every report is recorded (grouped by the trial's study variant), a trial
+    whose last epoch arrives joins the front, and a trial that cannot reach the front at its size
+    (`CurveRule.should_stop`) stops. Trials
     start in the order they came (FIFO). Objectives as ParetoASHA's: the report's `score` and `params`."""
 
     def __init__(self, rule: CurveRule, time_attr: str = "epoch"):
@@ -103,7 +104,7 @@ class FrontStopping(FIFOScheduler):
         if epoch is None:
             return TrialScheduler.CONTINUE
         self.rule.add_report(trial.trial_id, int(epoch), float(result.get("params", np.nan)),
-                             float(result.get("score", np.nan)))
+                             float(result.get("score", np.nan)), trial_run(trial.config)["search"])
         if epoch >= self.rule.max_epochs:
             self.rule.finish(trial.trial_id)
             return TrialScheduler.CONTINUE

@@ -184,7 +184,8 @@ class Study:
         finished = final_rows(search)
         for tid in finished.loc[finished["full_fidelity"], "trial_id"]:
             rows = search[search["trial_id"] == tid].dropna(subset=["score"])
-            scheduler.rule.add_finished(tid, float(rows["params"].iloc[-1]), dict(zip(rows["epoch"], rows["score"])))
+            scheduler.rule.add_finished(tid, float(rows["params"].iloc[-1]), dict(zip(rows["epoch"], rows["score"])),
+                                        rows["search"].iloc[-1])
         return scheduler
 
     def _run_key(self, variant_name: str, params: dict[str, Any]) -> str:

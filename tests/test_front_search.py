@@ -151,3 +151,18 @@ def test_the_report_names_paper_configurations_stopped_because_they_could_not_re
     # epochs, 120 s
     assert ("early stopping: 2 trials stopped, 3 of 12 epochs not trained (25 % of training every drawn "
             "configuration to the end; 0.03 h)") in lines
+
+
+def test_a_trial_is_judged_by_its_own_variants_curves_alone():
+    """BitFit's curves jump (a gain of 30 after epoch 1); LoRA's do not (at most 6). A LoRA trial at 60 after
+    epoch 1 can reach 67 by LoRA's curves, short of the cheaper finished LoRA point's 70: stopped. A variant
+    with no finished curve of its own is not judged by the others' (BitFit's would let it reach 91, full
+    fine-tuning's flat ones might cut it): it goes on."""
+    rule = CurveRule(max_epochs=3, grace_period=1, margin=1.0)
+    for name, group, params, curve in (("b1", "bitfit", 1_000, [30.0, 50.0, 60.0]), ("b2", "bitfit", 1_000, [20.0, 40.0, 50.0]),
+                                       ("l1", "lora", 5_000, [64.0, 68.0, 70.0]), ("l2", "lora", 9_000, [60.0, 64.0, 66.0])):
+        rule.add_finished(name, params, dict(enumerate(curve, 1)), group)
+    rule.add_report("l3", 1, 8_000, 60.0, "lora")
+    assert rule.best_final("l3", 1) == pytest.approx(60 + 6 + 1) and rule.should_stop("l3", 1)
+    rule.add_report("x", 1, 8_000, 60.0, "adapter")
+    assert rule.best_final("x", 1) is None and not rule.should_stop("x", 1)
