@@ -263,7 +263,7 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
         config.check_space(name)
     if settings.paper_reference:
         config.paper_trials()
-
+    check_budget(config)
     return config
 
 

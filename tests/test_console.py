@@ -103,10 +103,10 @@ def test_live_view_on_a_terminal_shows_the_bar_and_the_best_of_each_variant():
 
 
 def test_header_and_summary_say_what_runs_and_where_everything_is(tmp_path):
-    cfg = study_from_dict({"study": {"name": "demo", "variants": ["lora", "vlpet-large"], "max_params": 50_000}})
+    cfg = study_from_dict({"study": {"name": "demo", "variants": ["lora", "vlpet-large"], "max_params": 150_000}})
     header = study_header(cfg, tmp_path, "data checked: 10 examples")
     assert header[0] == "study demo: 2 variants (lora, vlpet-large)"
-    assert "budgets: params <= 50,000" in header[2] and "data checked" in header[3] and str(tmp_path) in header[4]
+    assert "budgets: params <= 150,000" in header[2] and "data checked" in header[3] and str(tmp_path) in header[4]
     sample_study().to_parquet(tmp_path / "results.parquet")
     (tmp_path / "optuna.db").write_bytes(b"")
     report, result = build_report(tmp_path, png=False)

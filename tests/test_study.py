@@ -326,6 +326,8 @@ def test_paper_settings_scale_sizes_to_the_backbone():
     ({"study": {"grace_period": 2}}, r"study.grace_period=2 leaves early stopping nothing to decide.*epochs=2"),
     ({"study": {"optuna_storage": "sqlite://"}}, r"sqlite:// keeps the searches in memory, lost when the driver"),
     ({"study": {"optuna_storage": "sqlite:///rel.db"}}, r"sqlite:///rel.db: a relative SQLite path resolves against"),
+    ({"study": {"max_params": 1}}, (r"study.max_params=1 is below every variant's cheapest configuration \(the "
+                                    r"cheapest: vlpet-small with [\d,]+ trainable parameters\); raise max_params")),
 ])
 def test_bad_study_configs_fail_with_the_field(bench, tokenizer_dir, change, message):
     with pytest.raises(ConfigError, match=message):
