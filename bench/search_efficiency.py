@@ -1,11 +1,11 @@
 """Search efficiency on the embedded benchmark: the hypervolume each search reaches against the compute
 it spends, on a grid of every default variant x 6 settings (48 configurations, every epoch recorded):
 
-    default                       the study's default: the front sampler (`study.sampler: auto`) per
+    default                       the embedded study's: the front sampler (`study.sampler: auto`) per
                                   variant, `front` early stopping (can it still reach the front at its
-                                  size?) from epoch 2 (`grace_period` 2)
-    front, grace 1                the same, deciding from epoch 1
-    previous default (gp+pareto)  Optuna's multi-objective GP per variant, Pareto-rank ASHA, grace 2
+                                  size?) from epoch 1 (`grace_period` 1)
+    front-grace2                  the same, deciding from epoch 2
+    gp+pareto (previous default)  Optuna's multi-objective GP per variant, Pareto-rank ASHA, grace 2
     tpe+asha                      multi-objective TPE per variant, ASHA on the score per variant, grace 1
     random                        Optuna's random sampler per variant, every trial to the last epoch
     random+asha                   the random sampler with ASHA per variant
@@ -58,8 +58,9 @@ GRID = {
 FIXED = {"vlpet": {"n_heads": 4, "decoder_rank": 16, "scale": 1.0, "shared": True}, "lora": {"alpha": 16.0}}
 EPOCH_S = 0.3  # replayed epochs take equal time, so concurrent trials interleave as real ones do
 # arm -> (study.sampler, study.early_stopping, study.grace_period)
-ARMS = {"default": ("auto", "front", 2), "front, grace 1": ("auto", "front", 1),
-        "previous default (gp+pareto)": ("gp", "pareto", 2), "tpe+asha": ("tpe", "asha", 1),
+# (names hold no comma: --arms is a comma-separated list of them)
+ARMS = {"default": ("auto", "front", 1), "front-grace2": ("auto", "front", 2),
+        "gp+pareto (previous default)": ("gp", "pareto", 2), "tpe+asha": ("tpe", "asha", 1),
         "random": ("random", "none", 1), "random+asha": ("random", "asha", 1)}
 
 
@@ -205,6 +206,9 @@ def main() -> int:
     p.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of the local Ray")
     p.add_argument("--out", type=Path, default=Path("bench/search_efficiency"), help="plot path (.html, .png, .svg)")
     args = p.parse_args()
+    arms = [a.strip() for a in args.arms.split(",")]
+    if unknown := [a for a in arms if a not in ARMS]:
+        p.error(f"--arms: unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     loopback_local_cluster()  # before ray is imported: the local cluster on 127.0.0.1 only
 
     import ray
@@ -233,7 +237,7 @@ def main() -> int:
         curves: dict[str, list[pd.DataFrame]] = {"grid": [curve(replayed)]}
         rows = [arm_row("grid", "-", replayed, totals)]
         with tempfile.TemporaryDirectory(prefix="vlpet-search-eff-") as tmp:
-            for arm in args.arms.split(","):
+            for arm in arms:
                 curves[arm] = []
                 for seed in range(args.seeds):
                     t = run_arm(data, ARMS[arm], seed, args.trials, grid, Path(tmp))

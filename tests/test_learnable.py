@@ -1,12 +1,11 @@
 """PET methods learn the embedded benchmarks, as the paper's premise needs: at the embedded study's default
 settings (the first value of every choice in studies/configs/embedded*.yaml) and its epoch budget,
-VL-PET-large, VL-Adapter and LoRA beat the best constant answer on VQA, GQA and NLVR2 by 10 points or
-more, caption most images with something other than their most common caption, and VL-PET-large reaches
-90 % of full fine-tuning's average score with at most a fifth of its trainable parameters. The same for
-VL-PET-large on the mini VL-T5 and on the video QA tasks.
+VL-PET-large, VL-Adapter and LoRA beat the best constant answer on every task (captioning included) by
+the floors below, caption most images with something other than their most common caption, and
+VL-PET-large comes within a few points of full fine-tuning's average score with at most a fifth of its
+trainable parameters. The same for VL-PET-large on the mini VL-T5 and on the four video tasks.
 
-Each run trains for the study's epochs and evaluates once, at the end. Measured figures: README
-("Embedded benchmark") and the issue notes.
+The eight trainings run two at a time (tests/learning_runs.py); each evaluates once, at the end.
 """
 
 from __future__ import annotations
@@ -16,84 +15,92 @@ from pathlib import Path
 
 import pytest
 
-from studies.study_config import load_study
-from vlpet.checkpoint import load_pet_model
-from vlpet.data import DataConfig, build_dataset, build_loader, get_task
+from tests.learning_runs import trainings
+from vlpet.data import DataConfig
 from vlpet.data.synthetic import SyntheticConfig, ensure_benchmark
 from vlpet.data.synthetic_video import SyntheticVideoConfig, ensure_video_benchmark
-from vlpet.train.evaluate import constant_baselines, predict
-from vlpet.train.loop import run_training
+from vlpet.train.evaluate import constant_baselines
 
-CONFIGS = Path(__file__).resolve().parents[1] / "studies" / "configs"
-MARGIN = 10.0  # points above the best constant answer
-
-
-def train(config: str, variant: str, root: Path, tasks: list[str] | None = None) -> tuple[dict, list[str]]:
-    """Train a variant at its embedded default setting; returns the final metrics and, when the run has
-    captions, the caption predicted for every validation image."""
-    study = load_study(CONFIGS / config)
-    spec = study.first_spec(variant)
-    data = {"root": str(root), **({"tasks": tasks} if tasks else {})}
-    spec = spec.replace(data=data, train={"eval_every": spec.train.epochs, "log_every": 10**6})
-    captions: list[str] = []
-
-    def report(metrics: dict, checkpoint: Path | None) -> None:
-        if metrics["epoch"] == spec.train.epochs and "caption" in spec.data.tasks:
-            captions.extend(predict_captions(checkpoint, spec))
-
-    return run_training(spec, report), captions
-
-
-def predict_captions(checkpoint: Path, spec) -> list[str]:
-    """The captions that the checkpointed model writes for the validation images."""
-    model = load_pet_model(checkpoint).eval()
-    task = get_task("caption")
-    loader = build_loader(spec.data, build_dataset(spec.data, task, "val", spec.backbone.feat_dim), model.tokenizer, "val")
-    model.set_task("caption")
-    return [c for batch in loader for c in predict(model, batch, task, model.tokenizer, spec.decode)]
-
-
-def assert_learns(name: str, metrics: dict, constants: dict[str, float], tasks: list[str]) -> None:
-    for task in tasks:
-        assert metrics[f"score_{task}"] >= constants[task] + MARGIN, (name, task, metrics[f"score_{task}"], constants)
-
-
-def assert_close_to_full(pet: dict, full: dict) -> None:
-    assert pet["score"] >= 0.9 * full["score"], (pet["score"], full["score"])
-    assert pet["params"] <= full["params"] / 5, (pet["params"], full["params"])
+# Points above the best constant answer that each run must reach on each task (CIDEr unscaled). Set from
+# two training seeds measured on 2026-12-07 (bench/RESULTS.md, "Learnability floors"): the smaller gap of
+# the two less about 1.5 times the largest difference between seeds of any method on that task, so a
+# method that stops learning a task fails while seed noise and CPU drift do not. VL-PET-large's TVC
+# captions beat the constant caption by 112 and 5 CIDEr on the two seeds, too noisy for a floor above
+# it; full fine-tuning's video captioning has one.
+IMAGE_BART = {"vqa": 50, "gqa": 25, "nlvr": 12, "caption": 350}
+FLOORS = {
+    ("embedded.yaml", "vlpet-large"): IMAGE_BART,
+    ("embedded.yaml", "adapter"): IMAGE_BART,
+    ("embedded.yaml", "lora"): IMAGE_BART,
+    ("embedded_t5.yaml", "vlpet-large"): {"vqa": 50, "gqa": 25, "nlvr": 18, "caption": 500},
+    ("embedded_video.yaml", "vlpet-large"): {"tvqa": 60, "how2qa": 40, "tvc": 0, "yc2c": 20},
+    ("embedded_video.yaml", "full"): {"tvqa": 60, "how2qa": 40, "tvc": FULL_TVC, "yc2c": FULL_YC2C},
+}
+# How far VL-PET-large's average score may sit under full fine-tuning's: the larger of the two seeds' gaps
+# plus 1.5 times their difference (image 4.4 and 5.8 points, T5 3.7 and 1.0, video 9.8 and 11.0)
+BEHIND_FULL = {"embedded.yaml": 8.0, "embedded_t5.yaml": 7.5, "embedded_video.yaml": 13.0}
 
 
 @pytest.fixture(scope="module")
-def image_root(tmp_path_factory) -> Path:
-    return ensure_benchmark(tmp_path_factory.mktemp("learnable") / "data", SyntheticConfig())
+def roots(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("learnable")
+    return {"image": ensure_benchmark(base / "image", SyntheticConfig()),
+            "video": ensure_video_benchmark(base / "video", SyntheticVideoConfig())}
+
+
+@pytest.fixture(scope="module")
+def runs(roots):
+    with trainings(roots) as futures:
+        yield futures
+
+
+def constants(roots: dict[str, Path], config: str) -> dict[str, float]:
+    if config == "embedded_video.yaml":
+        return constant_baselines(DataConfig(root=str(roots["video"]), tasks=("tvqa", "how2qa", "tvc", "yc2c")))
+    return constant_baselines(DataConfig(root=str(roots["image"])))
+
+
+def check_run(runs, roots, config: str, variant: str) -> None:
+    """The floors over the constant answer on every task, and captions that are not one caption."""
+    metrics, captions = runs[(config, variant)].result()
+    base = constants(roots, config)
+    print(config, variant, {t: round(metrics[f"score_{t}"] - base[t], 2) for t in base})
+    for task, floor in FLOORS[(config, variant)].items():
+        assert metrics[f"score_{task}"] >= base[task] + floor, (
+            f"{variant} ({config}) {task}: {metrics[f'score_{task}']:.2f}, under the constant answer's "
+            f"{base[task]:.2f} + {floor}")
+    for task, texts in captions.items():
+        most_common = Counter(texts).most_common(1)[0][1]
+        assert most_common < len(texts) / 2, (variant, task, Counter(texts).most_common(3))
+
+
+def check_close_to_full(runs, config: str) -> None:
+    pet, _ = runs[(config, "vlpet-large")].result()
+    full, _ = runs[(config, "full")].result()
+    print(config, "full - vlpet-large", round(full["score"] - pet["score"], 2))
+    assert pet["score"] >= full["score"] - BEHIND_FULL[config], (config, pet["score"], full["score"])
+    assert pet["params"] <= full["params"] / 5, (pet["params"], full["params"])
 
 
 @pytest.mark.slow
-def test_pet_methods_learn_every_image_task_on_the_mini_vl_bart(image_root):
-    constants = constant_baselines(DataConfig(root=str(image_root)))
-    runs = {v: train("embedded.yaml", v, image_root) for v in ("full", "vlpet-large", "adapter", "lora")}
-    for variant in ("vlpet-large", "adapter", "lora"):
-        metrics, captions = runs[variant]
-        assert_learns(variant, metrics, constants, ["vqa", "gqa", "nlvr"])
-        most_common = Counter(captions).most_common(1)[0][1]
-        assert len(captions) == 100 and most_common < len(captions) / 2, (variant, Counter(captions).most_common(3))
-    assert_close_to_full(runs["vlpet-large"][0], runs["full"][0])
+@pytest.mark.parametrize("variant", ["vlpet-large", "adapter", "lora"])
+def test_pet_methods_learn_every_image_task_on_the_mini_vl_bart(runs, roots, variant):
+    check_run(runs, roots, "embedded.yaml", variant)
 
 
 @pytest.mark.slow
-def test_vlpet_large_learns_every_image_task_on_the_mini_vl_t5(image_root):
-    constants = constant_baselines(DataConfig(root=str(image_root)))
-    (pet, captions), (full, _) = (train("embedded_t5.yaml", v, image_root) for v in ("vlpet-large", "full"))
-    assert_learns("t5 vlpet-large", pet, constants, ["vqa", "gqa", "nlvr"])
-    assert Counter(captions).most_common(1)[0][1] < len(captions) / 2
-    assert_close_to_full(pet, full)
+def test_vlpet_large_is_close_to_full_fine_tuning_on_the_mini_vl_bart(runs):
+    check_close_to_full(runs, "embedded.yaml")
 
 
 @pytest.mark.slow
-def test_vlpet_large_learns_the_video_qa_tasks(tmp_path):
-    root = ensure_video_benchmark(tmp_path / "video", SyntheticVideoConfig())
-    tasks = ["tvqa", "how2qa"]
-    constants = constant_baselines(DataConfig(root=str(root), tasks=tasks))
-    (pet, _), (full, _) = (train("embedded_video.yaml", v, root, tasks) for v in ("vlpet-large", "full"))
-    assert_learns("video vlpet-large", pet, constants, tasks)
-    assert_close_to_full(pet, full)
+def test_vlpet_large_learns_every_image_task_on_the_mini_vl_t5(runs, roots):
+    check_run(runs, roots, "embedded_t5.yaml", "vlpet-large")
+    check_close_to_full(runs, "embedded_t5.yaml")
+
+
+@pytest.mark.slow
+def test_vlpet_large_learns_the_video_qa_and_captioning_tasks(runs, roots):
+    check_run(runs, roots, "embedded_video.yaml", "vlpet-large")
+    check_run(runs, roots, "embedded_video.yaml", "full")
+    check_close_to_full(runs, "embedded_video.yaml")

@@ -128,7 +128,8 @@ def test_decoder_value_adapter_is_parallel_to_the_value_projection():
 
 def test_lora_matches_peft():
     """Our LoRA equals PEFT's LoraLayer on the same weights."""
-    peft = pytest.importorskip("peft")
+    import peft  # pinned in the test extra: a missing peft fails here rather than skipping the reference
+
     from vlpet.methods.layers import LoRALinear
 
     base = torch.nn.Linear(16, 12)
@@ -152,7 +153,8 @@ def test_dora_equals_peft_use_dora_on_a_tiny_vl_bart(train):
     dropout (one seed for both: the two draw their dropout masks in the same order)."""
     import copy
 
-    peft = pytest.importorskip("peft")
+    import peft  # pinned in the test extra: a missing peft fails here rather than skipping the reference
+
     from vlpet.methods.layers import DoRALinear
 
     ours = apply_method(tiny_model("bart"), method_from_dict({"method": "dora", "rank": 4, "alpha": 8.0, "dropout": 0.1}))

@@ -19,6 +19,7 @@ import psutil
 import pytest
 import yaml
 
+from tests.kept_epochs import assert_finished_epochs_kept
 from tests.test_study import final_rows, study_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,8 +89,7 @@ def test_killed_driver_resumes_from_the_bucket_alone_with_every_trial_exactly_on
     assert not table.duplicated(["trial_id", "epoch"]).any()
     assert (final["status"] == "completed").all() and (final["epoch"] == 2).all()
     assert finished_before <= set(final["trial_id"])  # finished results kept
-    kept = before.merge(table, on=["trial_id", "epoch"], suffixes=("_before", ""))
-    assert (kept["score_before"].fillna(-1) == kept["score"].fillna(-1)).all()
+    assert_finished_epochs_kept(before, table)
     optuna_db = tmp_path / "optuna.db"
     optuna_db.write_bytes(s3.read("studies/t/optuna.db"))
     trials = [t for t in optuna.load_study(study_name="t-vlpet-large", storage=f"sqlite:///{optuna_db}").trials
@@ -160,5 +160,5 @@ def test_interrupted_study_exits_130_and_resumes_from_its_directory_alone(bench,
     for log in final["log_path"]:  # each trial's own output, the interrupted one's before and after the resume
         assert "training vlpet on tiny-bart" in Path(log).read_text()
     assert "Started a local Ray instance" in (study_dir / "logs" / "driver.log").read_text()
-    kept = before.merge(table, on=["trial_id", "epoch"], suffixes=("_before", ""))
-    assert len(kept) == len(before)  # every epoch finished before the interrupt is still there
+    # every epoch finished before the interrupt is still there, and the interrupted trial went on from it
+    assert assert_finished_epochs_kept(before, table) == set(final_rows(before).query("fidelity < 1")["trial_id"])

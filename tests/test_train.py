@@ -80,8 +80,11 @@ def test_trainer_runs_report_metrics_on_one_and_two_workers_and_a_rerun_resumes(
         assert result.checkpoint is not None and (Path(result.checkpoint.path) / WEIGHTS).is_file()
         if workers == 1:
             resumed = fit_run(small_spec(bench, tokenizer_dir, epochs=2), tmp_path, "run1")
-            assert resumed.metrics["epoch"] == 2
-            assert resumed.metrics["steps"] > 0  # only the second epoch ran: its own step count
+            kept = {metrics["epoch"]: metrics for _, metrics in resumed.best_checkpoints}
+            assert sorted(kept) == [1, 2]
+            # only epoch 2 ran: epoch 1's checkpoint is still the first run's, from its worker process
+            assert kept[1]["worker_started_at"] == m["worker_started_at"], "epoch 1 was trained again"
+            assert kept[2]["worker_started_at"] > m["worker_started_at"]
 
 
 def test_gpu_request_without_gpus_fails_before_workers_start(ray_local, bench, tokenizer_dir, tmp_path):
