@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +52,29 @@ def build_report(study_dir: Path, backbone: str | None = None, png: bool = True)
     backbone = resolve_backbone(backbone)
     result = frontier(results)
     history = hypervolume_history(results)
-    out = study_dir / "report"
-    if out.exists() and not out.is_dir():
-        raise AnalysisError(f"{out} is a file, not the report directory; move it away and run again")
-    out.mkdir(exist_ok=True)
+    final = study_dir / "report"
+    if final.exists() and not final.is_dir():
+        raise AnalysisError(f"{final} is a file, not the report directory; move it away and run again")
+    out = study_dir / f".report-{uuid.uuid4().hex[:8]}"  # beside it, then renamed into place
+    try:
+        out.mkdir()
+    except OSError as err:
+        raise AnalysisError(f"cannot write the report in {study_dir} ({err.strerror}); make it writable, or "
+                            "copy the study elsewhere and report the copy") from None
+    try:
+        _write_report(study_dir, out, result, history, (backbone, source), png)
+        _replace_dir(out, final)
+    except OSError as err:
+        shutil.rmtree(out, ignore_errors=True)
+        raise AnalysisError(f"cannot write the report in {study_dir} ({err.strerror}); free space or make it "
+                            "writable and run again (the previous report, if any, is unchanged)") from None
+    return final / "report.md", result
+
+
+def _write_report(study_dir: Path, out: Path, result: FrontierResult, history: pd.DataFrame,
+                  backbone: tuple[str, str], png: bool) -> None:
+    """Every file of the report, into the empty directory `out`; `backbone` is the paper table's backbone
+    and where it came from."""
     figures = {
         out / "frontier": frontier_figure(result),
         **{out / f"frontier_{task_name(c)}": frontier_figure(result, c) for c in result.tasks},
@@ -63,18 +84,28 @@ def build_report(study_dir: Path, backbone: str | None = None, png: bool = True)
     for name, table in {"trials": result.trials, "front": result.front, "best_per_variant": result.best_per_variant,
                         "hypervolume": history}.items():
         table.to_csv(out / f"{name}.csv", index=False)
-    report = out / "report.md"
     sections = [
-        _header(study_dir, result, f"{backbone} ({source})"),
+        _header(study_dir, result, f"{backbone[0]} ({backbone[1]})"),
         _frontier_section(result, out),
         _hypervolume_section(result, history, out),
         _best_section(result, _constant_baselines(study_dir)),
         _paper_reference_section(result),
         _per_task_section(result),
-        _paper_section(result, backbone),
+        _paper_section(result, backbone[0]),
     ]
-    report.write_text("\n\n".join(sections) + "\n")
-    return report, result
+    (out / "report.md").write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Put the finished report directory `new` in place of `final` by renames: a reader sees the old report
+    or the new one, never a half-written one."""
+    if final.exists():
+        old = final.with_name(f"{new.name}-old")
+        final.rename(old)
+        new.rename(final)
+        shutil.rmtree(old)
+    else:
+        new.rename(final)
 
 
 def summary_lines(result: FrontierResult, front: bool = True) -> list[str]:

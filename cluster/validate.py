@@ -267,16 +267,29 @@ def _too_open(cidr: object, ssh_only: bool) -> bool:
     return not ssh_only or net.prefixlen < SSH_MIN_PREFIX[net.version]
 
 
-_ALL_INTERFACES = re.compile(r"--dashboard-host[= ]+['\"]?(0\.0\.0\.0|::)\b")
+_DASHBOARD_HOST = re.compile(r"--dashboard-host[= ]+['\"]?([^\s'\"]+)")
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_head_binding(config: Mapping[str, Any], path: str | Path) -> None:
-    """The head's dashboard (and job API) stays on loopback: `ray dashboard <cluster yaml>` tunnels to it."""
+    """The head's dashboard (and job API) stays on loopback: `ray dashboard <cluster yaml>` tunnels to it.
+    Any other host is refused: 0.0.0.0 and :: (every interface of a dual-stack host) as much as one address."""
     for i, command in enumerate(config.get("head_start_ray_commands") or []):
-        if _ALL_INTERFACES.search(str(command)):
-            raise _error(path, ("head_start_ray_commands", i),
-                         "binds the dashboard and job API (unauthenticated; they run code) to every interface; use "
-                         "--dashboard-host=127.0.0.1 and reach it with `ray dashboard <cluster yaml>`")
+        for host in _DASHBOARD_HOST.findall(str(command)):
+            if not _is_loopback(host):
+                raise _error(path, ("head_start_ray_commands", i),
+                             f"binds the dashboard and job API (unauthenticated; they run code) to {host} (not "
+                             "loopback; 0.0.0.0 and :: are every interface); use --dashboard-host=127.0.0.1 and "
+                             "reach it with `ray dashboard <cluster yaml>`")
 
 
 def _check_gcp_network(config: Mapping[str, Any], path: str | Path) -> None:

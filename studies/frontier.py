@@ -106,13 +106,14 @@ def overrides(args: argparse.Namespace) -> dict:
 
 def with_overrides(data: dict, args: argparse.Namespace) -> dict:
     """A study config's plain dicts with the command-line flags applied."""
-    study = dict(data.get("study") or {})
-    study.update({k: v for k, v in overrides(args).items() if v is not None})
-    run = dict(data.get("run") or {})
+    study, run = data.get("study") or {}, data.get("run") or {}
+    if not (isinstance(study, dict) and isinstance(run, dict)):
+        return data  # a section that is no mapping: validation names it
+    study = {**study, **{k: v for k, v in overrides(args).items() if v is not None}}
     train = run.get("train") or {}
     if args.seed is not None and isinstance(train, dict):  # a malformed train section is reported by validation
         study["sampler_seed"] = args.seed
-        run["train"] = {**train, "seed": args.seed}
+        run = {**run, "train": {**train, "seed": args.seed}}
     return {**data, "study": study, "run": run}
 
 

@@ -21,7 +21,7 @@ import torch
 
 from vlpet.checkpoint import load_pet_model
 from vlpet.data.tasks import TASKS
-from vlpet.errors import entry_point
+from vlpet.errors import ConfigError, entry_point
 from vlpet.train.config import RunSpec, load_yaml
 from vlpet.train.predict import write_predictions
 
@@ -41,15 +41,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_device(name: str) -> torch.device:
+    """The torch device `name`, refused in one line when this machine does not have it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a torch device; give cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
+        raise ConfigError(f"--device {name}: this machine has {have}; give --device cpu or an index it has")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name}: only cpu and cuda devices are supported")
+    return device
+
+
+def check_output(output: Path) -> None:
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {output} is a file; give a directory for the prediction files")
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     """Load the checkpoint, predict, print the files written."""
     args = parse_args(argv)
+    device = check_device(args.device)
+    check_output(args.output)
     spec = RunSpec.from_dict(load_yaml(args.config))
     if args.tasks:
         spec = spec.replace(data={"tasks": args.tasks})
     model = load_pet_model(args.checkpoint)
-    for path in write_predictions(model, spec.data, args.split, args.output, spec.decode, args.device):
+    for path in write_predictions(model, spec.data, args.split, args.output, spec.decode, device):
         print(f"wrote {path}")
     return 0
 

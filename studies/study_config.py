@@ -111,8 +111,9 @@ class StudySettings(Config):
         if repeated:
             raise self.error("variants", f"lists {', '.join(repeated)} more than once; each variant is one search: "
                                          "list it once (more trials: trials_per_variant)")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
-            raise self.error("name", "must be a directory name: letters, digits, '.', '_', '-', not starting with '.'")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", self.name):
+            raise self.error("name", "must be a directory name of at most 100 characters: letters, digits, '.', "
+                                     "'_', '-', not starting with '.'")
         if self.sampler not in SAMPLERS:
             raise unknown("study.sampler", self.sampler, SAMPLERS)
         if self.early_stopping not in EARLY_STOPPING:

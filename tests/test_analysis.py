@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import pytest
 import analysis
 from analysis import AnalysisError, frontier, hypervolume_2d, hypervolume_history, load_results, pareto_front, plots
 from analysis.report import main, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NAN = float("nan")
 
@@ -221,6 +224,42 @@ def test_report_renders_from_a_stored_table(tmp_path):
     assert "Spearman" in text and "<= 4.16" in text
     assert "1 trial(s) failed" in text and "12 pruned" not in text
     assert list(pd.read_csv(out / "front.csv")["variant"]) == ["bitfit", "vlpet-large"]
+
+
+def test_a_report_that_cannot_be_written_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    """A full disk mid-report: one error line naming the fix, the previous report byte-identical, no
+    half-written directory left beside it; the next report replaces the old one whole."""
+    import errno
+
+    import analysis.report as report_module
+
+    sample_study().to_parquet(tmp_path / "results.parquet")
+    write_report(tmp_path, png=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report_module, "save_figures", full_disk)
+    with pytest.raises(AnalysisError, match=r"cannot write the report in .* \(No space left on device\); free space"):
+        write_report(tmp_path, png=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "results.parquet"]
+    monkeypatch.undo()
+    (tmp_path / "report" / "stale.txt").write_text("from an older report")
+    write_report(tmp_path, png=False)
+    assert not (tmp_path / "report" / "stale.txt").exists() and (tmp_path / "report" / "report.md").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "results.parquet"]
+
+
+def test_the_report_command_runs_under_an_ascii_locale(tmp_path):
+    """A non-UTF-8 console: the summary's '±' and '—' are escaped, not a crash; report.md is UTF-8 whole."""
+    sample_study().to_parquet(tmp_path / "results.parquet")
+    env = {**os.environ, "LANG": "C", "LC_ALL": "C", "PYTHONIOENCODING": "ascii", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path), "--no-png"], env=env,
+                         capture_output=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    assert "78.50 ± 0.71 (2 seeds)" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
 
 
 def test_report_lists_table9_beside_a_designs_study(tmp_path):

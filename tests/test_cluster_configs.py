@@ -133,7 +133,13 @@ LAUNCHER_BREAKAGES = {
         lambda c: c.update(head_start_ray_commands=[cmd.replace("--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0")
                                                     for cmd in c["head_start_ray_commands"]]),
         "head_start_ray_commands[1]",
-        "binds the dashboard and job API (unauthenticated; they run code) to every interface",
+        "binds the dashboard and job API (unauthenticated; they run code) to 0.0.0.0 (not loopback",
+    ),
+    "head dashboard on every interface of a dual-stack host": (
+        lambda c: c.update(head_start_ray_commands=[cmd.replace("--dashboard-host=127.0.0.1", "--dashboard-host=::")
+                                                    for cmd in c["head_start_ray_commands"]]),
+        "head_start_ray_commands[1]",
+        "binds the dashboard and job API (unauthenticated; they run code) to :: (not loopback",
     ),
     "all ports open over IPv6": (
         lambda c: c["provider"]["security_group"]["IpPermissions"].append(

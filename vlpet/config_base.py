@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, get_type_hints
 
-from vlpet.errors import ConfigError
+from vlpet.errors import ConfigError, shown
 
 _NAMES = {int: "an integer", float: "a finite number", bool: "a bool (true or false)", str: "a string"}
 
@@ -51,7 +51,7 @@ class Config:
 
     def error(self, field: str, problem: str) -> ConfigError:
         """The ConfigError `<section>.<field>=<value> <problem>`."""
-        return ConfigError(f"{self.section}.{field}={getattr(self, field, None)!r} {problem}")
+        return ConfigError(f"{self.section}.{field}={shown(getattr(self, field, None))} {problem}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe dicts (tuples as lists); building the class from them gives an equal config."""

@@ -26,6 +26,12 @@ class ConfigError(UserError):
 _USERINFO = re.compile(r"([A-Za-z][\w+.-]*://[^\s:/@]*):[^\s]*@")
 
 
+def shown(value: Any, limit: int = 100) -> str:
+    """`repr(value)`, cut to its first `limit` characters when longer: an error line stays one line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def redact(text: str) -> str:
     """`text` with every URL's password or secret key masked (`s3://KEY:***@bucket`), for anything printed."""
     return _USERINFO.sub(r"\1:***@", text)
@@ -37,6 +43,9 @@ def entry_point(main: Callable[..., int | None]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def run(*args: Any, **kwargs: Any) -> int:
+        for stream in (sys.stdout, sys.stderr):  # under a non-UTF-8 locale a '±' must not end the command
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
         try:
             return main(*args, **kwargs) or 0
         except UserError as err:
@@ -58,7 +67,7 @@ def closest(word: str, options: Iterable[str]) -> str:
 def unknown(kind: str, word: str, options: Iterable[str]) -> ConfigError:
     """The error for a name that is not one of `options`, with a suggestion and the valid list."""
     options = sorted(options)
-    return ConfigError(f"unknown {kind} {word!r}{closest(word, options)}; valid: {', '.join(options)}")
+    return ConfigError(f"unknown {kind} {shown(word)}{closest(word, options)}; valid: {', '.join(options)}")
 
 
 def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:

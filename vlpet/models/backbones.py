@@ -98,6 +98,10 @@ class BackboneConfig(Config):
     def check(self) -> None:
         if self.pretrained is None and self.arch not in PRESETS:
             raise unknown("backbone.arch", self.arch, PRESETS)
+        for name in ("pretrained", "tokenizer"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise self.error(name, f"is empty; give a directory, a hub name or {', '.join(EMBEDDED)}, "
+                                       "or remove the key")
         if self.n_boxes is not None and not (0 < self.n_boxes <= N_VIS_EXTRA_IDS and int(self.n_boxes**0.5) ** 2 == self.n_boxes):
             raise self.error("n_boxes", f"must be a square in 1..{N_VIS_EXTRA_IDS} (36 = 6x6) or null")
 
