@@ -122,6 +122,22 @@ class ResultsTable(tune.Callback):
             error = Path(trial.error_file).read_text().strip().splitlines()[-1][:500]
         self._finish(trial, FAILED, error)
 
+    def close_unfinished(self, why: str) -> None:
+        """Close the rows of this phase's trials that Tune ended without a completion callback (a spent
+        `gpu_hours` or `time_budget_s` stops the experiment with trials running): the last epoch is what
+        they reached, completed at full fidelity, else pruned, with `why`."""
+        rows = self._rows()
+        last: dict[str, dict[str, Any]] = {}
+        for (tid, epoch), row in rows.items():
+            if row["phase"] == self.phase and (tid not in last or epoch > (last[tid]["epoch"] or 0)):
+                last[tid] = row
+        open_rows = [row for row in last.values() if row["status"] == RUNNING]
+        for row in open_rows:
+            full = reached_full_fidelity(row["fidelity"] or 0)
+            row["status"], row["error"] = (COMPLETED, "") if full else (PRUNED, why)
+        if open_rows:
+            self._write(rows)
+
     def frame(self) -> pd.DataFrame:
         """The table as a DataFrame (one row per trial and epoch)."""
         return pd.DataFrame(list(self._rows().values()))

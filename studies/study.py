@@ -222,7 +222,9 @@ class Study:
         self.table.phase = name
         with self.console.phase(name, total, title):
             self._tuner(name, tune_config, param_space).fit()
-        self.stop.check()
+        self.stop.check()  # an interrupted study's running trials stay open: --resume continues them
+        self.table.close_unfinished("stopped unfinished: the study's compute budget (gpu_hours or time_budget_s) "
+                                    "ran out")
 
     def _tuner(self, name: str, tune_config: tune.TuneConfig, param_space: dict | None) -> tune.Tuner:
         if self.restoring(name):

@@ -15,15 +15,50 @@ from vlpet.errors import ConfigError
 from vlpet.methods import apply_method, method_from_dict
 from vlpet.methods.variants import PAPER_PARAMS_PERCENT, VARIANTS
 
-# Closed-form trainable counts (arithmetic from the paper's code).
+# Closed-form trainable counts, written from the method specification (../shared/design/vlpet-method.md,
+# section 5), independent of the implementation. D = 768 on both backbones.
+D = 768
+
+
+def bottleneck(rank: int) -> int:
+    """A d -> r -> d adapter with biases."""
+    return 2 * D * rank + rank + D
+
+
+PHM = (8 + D * 96 // 2 + 96) + (8 + 96 * D // 2 + D)  # Compacter's PHM bottleneck, n = 2, r = 96
+VISUAL = {"bart-base": 1_582_848, "t5-base": 1_581_312}  # the visual projection (T5's LayerNorm has no bias)
+ENC_LN = {"bart-base": 19_968, "t5-base": 25 * D}  # the encoder's layer norms, trained by VL-PET
+ALL_LN = 49_152  # every layer norm of BART-base, trained by the adapter baselines
+
+
+def vlpet_trainable(arch: str, granularity: str) -> int:
+    """VL-PET: a module + gate at each encoder position (BART: 12 at r = 96; T5: 24 at r = 192), a value
+    adapter (r_dec = 96) at each decoder position (BART 6, T5 12), the encoder layer norms and the visual
+    projection. Gates: small 2d + 1, middleX d + 1, middleY d, large a d -> r -> d bottleneck."""
+    positions, rank, decoder = (12, 96, 6) if arch == "bart-base" else (24, 192, 12)
+    gate = {"small": 2 * D + 1, "middlex": D + 1, "middley": D, "large": bottleneck(rank)}[granularity]
+    return positions * (bottleneck(rank) + gate) + decoder * bottleneck(96) + ENC_LN[arch] + VISUAL[arch]
+
+
 SPEC_TRAINABLE = {
-    ("bart-base", "vlpet-small"): 4_291_020, ("bart-base", "vlpet-middlex"): 4_281_804,
-    ("bart-base", "vlpet-middley"): 4_281_792, ("bart-base", "vlpet-large"): 6_052_416,
-    ("bart-base", "adapter"): 6_081_600, ("bart-base", "compacter"): 3_870_240, ("bart-base", "lora"): 8_786_688,
-    ("bart-base", "bitfit"): 1_708_800, ("bart-base", "prompt"): 2_843_936,
-    ("t5-base", "vlpet-small"): 10_518_168, ("t5-base", "vlpet-middlex"): 10_499_736,
-    ("t5-base", "vlpet-middley"): 10_499_712, ("t5-base", "vlpet-large"): 17_582_208,
+    **{(arch, f"vlpet-{g}"): vlpet_trainable(arch, g) for arch in ("bart-base", "t5-base")
+       for g in ("small", "middlex", "middley", "large")},
+    # VL-Adapter and Compacter: a bottleneck after each of BART-base's 30 sub-layers (6 encoder x 2, 6 decoder x 3)
+    ("bart-base", "adapter"): 30 * bottleneck(96) + ALL_LN + VISUAL["bart-base"],
+    ("bart-base", "compacter"): 30 * PHM + ALL_LN + VISUAL["bart-base"],
+    # LoRA, BitFit and prompt tuning: the counts the specification's parameter table gives (section 5)
+    ("bart-base", "lora"): 8_786_688, ("bart-base", "bitfit"): 1_708_800, ("bart-base", "prompt"): 2_843_936,
 }
+
+
+def test_the_closed_forms_give_the_specifications_counts():
+    """The closed forms against the counts the specification lists, so a wrong formula fails here too."""
+    assert [SPEC_TRAINABLE[("bart-base", f"vlpet-{g}")] for g in ("small", "middlex", "middley", "large")] == [
+        4_291_020, 4_281_804, 4_281_792, 6_052_416]
+    assert [SPEC_TRAINABLE[("t5-base", f"vlpet-{g}")] for g in ("small", "middlex", "middley", "large")] == [
+        10_518_168, 10_499_736, 10_499_712, 17_582_208]
+    assert SPEC_TRAINABLE[("bart-base", "adapter")] == 6_081_600
+    assert SPEC_TRAINABLE[("bart-base", "compacter")] == 3_870_240
 
 
 # The T5-base baseline rows are the LST paper's numbers, not reproducible by counting.
