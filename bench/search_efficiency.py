@@ -56,6 +56,7 @@ GRID = {
     "full": {"lr": (1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3)},
 }
 FIXED = {"vlpet": {"n_heads": 4, "decoder_rank": 16, "scale": 1.0, "shared": True}, "lora": {"alpha": 16.0}}
+PET_MAX = 12.0  # params %: the PET region (every PET configuration of the grid; full fine-tuning is 100 %)
 EPOCH_S = 0.3  # replayed epochs take equal time, so concurrent trials interleave as real ones do
 # arm -> (study.sampler, study.early_stopping, study.grace_period)
 # (names hold no comma: --arms is a comma-separated list of them)
@@ -181,16 +182,27 @@ def figure(curves: dict[str, list[pd.DataFrame]], grid_epochs: float, grid_hv: f
     return fig
 
 
-def arm_row(arm: str, seed: Any, table: pd.DataFrame, grid: tuple[float, float, float]) -> dict[str, Any]:
+def pet_hypervolume(points: pd.DataFrame, reference: tuple[float, float]) -> float:
+    """The hypervolume of the points in the PET region (params % <= PET_MAX) against `reference`: the
+    default reference (100 %, 0) is dominated by full fine-tuning's rectangle, so it hardly tells two
+    searches of the cheap configurations apart."""
+    pet = points[points["params_pct"] <= PET_MAX]
+    return hypervolume_2d(pet["params_pct"], pet["score"], *reference)
+
+
+def arm_row(arm: str, seed: Any, table: pd.DataFrame, grid: tuple[float, float, float],
+            pet: tuple[tuple[float, float], float]) -> dict[str, Any]:
     """One search's totals: trials, compute (epochs; recorded time) and hypervolume as % of the grid's
-    (`grid`: its epochs, recorded seconds and hypervolume)."""
+    (`grid`: its epochs, recorded seconds and hypervolume; `pet`: the PET region's reference and the grid's
+    hypervolume there)."""
     fin = final_rows(table)
     full = fin[fin["full_fidelity"]]
     hv = hypervolume_2d(full["params_pct"], full["score"], *DEFAULT_REFERENCE)
     epochs, seconds, grid_hv = grid
     return {"arm": arm, "seed": seed, "trials": len(fin), "pruned": int((fin["status"] == PRUNED).sum()),
             "epochs": float(fin["epoch"].sum()), "compute_%": 100 * float(fin["epoch"].sum()) / epochs,
-            "time_%": 100 * float(fin["wall_time_s"].sum()) / seconds, "hv_%": 100 * hv / grid_hv}
+            "time_%": 100 * float(fin["wall_time_s"].sum()) / seconds, "hv_%": 100 * hv / grid_hv,
+            "pet_hv_%": 100 * pet_hypervolume(full, pet[0]) / pet[1]}
 
 
 @entry_point
@@ -234,26 +246,30 @@ def main() -> int:
             {tid: float(r["train_time_s"].fillna(0).sum() + r["eval_time_s"].fillna(0).sum())
              for tid, r in table.groupby("trial_id")}))
         totals = (float(done["epoch"].sum()), grid_compute, grid_hv)
+        pet_reference = (PET_MAX, float(done.loc[done["params_pct"] <= PET_MAX, "score"].min()))
+        pet = (pet_reference, pet_hypervolume(done, pet_reference))
         curves: dict[str, list[pd.DataFrame]] = {"grid": [curve(replayed)]}
-        rows = [arm_row("grid", "-", replayed, totals)]
+        rows = [arm_row("grid", "-", replayed, totals, pet)]
         with tempfile.TemporaryDirectory(prefix="vlpet-search-eff-") as tmp:
             for arm in arms:
                 curves[arm] = []
                 for seed in range(args.seeds):
                     t = run_arm(data, ARMS[arm], seed, args.trials, grid, Path(tmp))
                     curves[arm].append(curve(t))
-                    rows.append(arm_row(arm, seed, t, totals))
+                    rows.append(arm_row(arm, seed, t, totals, pet))
                     print(f"{arm} seed {seed}: {rows[-1]['trials']} trials, {rows[-1]['pruned']} stopped early, "
-                          f"compute {rows[-1]['compute_%']:.1f} %, hypervolume {rows[-1]['hv_%']:.1f} % of the grid's",
-                          flush=True)
+                          f"compute {rows[-1]['compute_%']:.1f} %, hypervolume {rows[-1]['hv_%']:.1f} % of the grid's "
+                          f"({rows[-1]['pet_hv_%']:.1f} % in the PET region)", flush=True)
     finally:
         ray.shutdown()
     res = pd.DataFrame(rows)
     print(f"\ngrid: {len(done)} trials, {totals[0]:.0f} epochs, {grid_compute:.0f} s recorded; hypervolume (reference 100 % "
           f"params, score 0) of its front {grid_hv:,.1f}")
     print(res.round(2).to_string(index=False))
-    summary = res[res["arm"] != "grid"].groupby("arm", sort=False)[["compute_%", "time_%", "hv_%", "pruned"]].agg(
-        ["mean", "min", "max"])
+    print(f"PET region: params <= {PET_MAX:g} %, reference ({pet_reference[0]:g} %, {pet_reference[1]:.2f}: the grid's "
+          f"lowest final score there); the grid's hypervolume there {pet[1]:,.1f}")
+    summary = res[res["arm"] != "grid"].groupby("arm", sort=False)[
+        ["compute_%", "time_%", "hv_%", "pet_hv_%", "pruned"]].agg(["mean", "min", "max"])
     print("\nper arm over seeds (mean, min, max):")
     print(summary.round(1).to_string())
     ours = res[res["arm"] == "default"]

@@ -53,11 +53,13 @@ class StudyFront:
 class FrontSampler(optuna.samplers.BaseSampler):
     """See the module docstring. `size_of(params)`: a candidate's trainable parameters (Optuna params ->
     number, raising for an incomplete or invalid point); `front()`: the study's completed (params, scores);
-    `reference`: the hypervolume box's (params, score) corner, the size of the whole model and score 0."""
+    `reference`: the hypervolume box's (params, score) corner, the size of the whole model and score 0;
+    `max_size`: the study's params budget (`study.max_params`): a larger candidate would only be skipped,
+    so it is never drawn."""
 
     def __init__(self, size_of: Callable[[dict[str, Any]], float], front: Callable[[], tuple[np.ndarray, np.ndarray]],
-                 reference: tuple[float, float], seed: int | None = None):
-        self.size_of, self.front, self.reference = size_of, front, reference
+                 reference: tuple[float, float], seed: int | None = None, max_size: float | None = None):
+        self.size_of, self.front, self.reference, self.max_size = size_of, front, reference, max_size
         self.rng = np.random.default_rng(seed)
         self.fallback = optuna.samplers.RandomSampler(seed=seed)
 
@@ -76,7 +78,8 @@ class FrontSampler(optuna.samplers.BaseSampler):
         tried = {_key(t.params) for t in study.get_trials(deepcopy=False, states=(
             TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)) if t.number != trial.number}
         candidates = [c for c in self._candidates(search_space) if _key(c) not in tried]
-        sized = [(c, s) for c in candidates if (s := self._size(c)) is not None]
+        sized = [(c, s) for c in candidates
+                 if (s := self._size(c)) is not None and (self.max_size is None or s <= self.max_size)]
         if not sized:
             return {}
         mean, std = self._predict(search_space, done, [c for c, _ in sized])

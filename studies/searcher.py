@@ -125,7 +125,8 @@ def variant_searcher(cfg: StudyConfig, variant_name: str, study_dir: Path, num_s
     space, storage, seed = VariantSpace(cfg, variant_name), optuna_storage(cfg, study_dir), variant_seed(
         s.sampler_seed, variant_name)
     total = cfg.describe_trial(variant_name, cfg.first_point(variant_name)[1])["total"]
-    front = FrontSampler(TrialSize(space), StudyFront(storage, f"{s.name}-"), reference=(float(total), 0.0), seed=seed)
+    front = FrontSampler(TrialSize(space), StudyFront(storage, f"{s.name}-"), reference=(float(total), 0.0), seed=seed,
+                         max_size=s.max_params)
     return OptunaVariantSearch(
         space, optuna.create_study(
             study_name=f"{s.name}-{variant_name}", storage=storage, load_if_exists=True,

@@ -119,6 +119,24 @@ def test_the_front_sampler_draws_by_the_hypervolume_a_known_size_could_add():
     assert sizes[drawn["rank"]] < 30_000 and (drawn["rank"], drawn["lr"]) != (2, 0.01), drawn
 
 
+def test_the_front_sampler_never_draws_a_candidate_over_the_params_budget():
+    """Over `max_params` a candidate would only be skipped: with a budget of 20k only ranks 2 and 4 are
+    drawn, even where a larger rank could add more hypervolume."""
+    sizes = {2: 10_000, 4: 20_000, 8: 40_000, 16: 80_000}
+    sampler = FrontSampler(lambda p: sizes[p["rank"]], lambda: (np.array([10_000.0]), np.array([60.0])),
+                           reference=(100_000.0, 0.0), seed=0, max_size=20_000)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    space = {"rank": CategoricalDistribution([2, 4, 8, 16]), "lr": CategoricalDistribution([0.001, 0.01])}
+    study.add_trial(optuna.trial.create_trial(params={"rank": 2, "lr": 0.01}, distributions=space,
+                                              values=[60.0, sizes[2]]))
+    drawn = []
+    for _ in range(3):
+        trial = study.ask(space)
+        drawn.append(trial.params["rank"])
+        study.tell(trial, [61.0, sizes[trial.params["rank"]]])
+    assert set(drawn) <= {2, 4}, drawn
+
+
 def row(trial_id: str, params: int, score: float, phase: str = SEARCH) -> dict:
     return {"trial_id": trial_id, "phase": phase, "search": "lora", "variant": "lora", "epoch": 4, "fidelity": 1.0,
             "status": COMPLETED, "params": params, "score": score, "config": json.dumps({"rank": params})}
