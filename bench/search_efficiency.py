@@ -3,8 +3,8 @@ it spends, on a grid of every default variant x 6 settings (48 configurations, e
 
     default                       the embedded study's: the front sampler (`study.sampler: auto`) per
                                   variant, `front` early stopping (can it still reach the front at its
-                                  size?) from epoch 1 (`grace_period` 1)
-    front-grace2                  the same, deciding from epoch 2
+                                  size?) from epoch 2 (`grace_period` 2)
+    front-grace1                  the same, deciding from epoch 1
     gp+pareto (previous default)  Optuna's multi-objective GP per variant, Pareto-rank ASHA, grace 2
     tpe+asha                      multi-objective TPE per variant, ASHA on the score per variant, grace 1
     random                        Optuna's random sampler per variant, every trial to the last epoch
@@ -60,7 +60,7 @@ PET_MAX = 12.0  # params %: the PET region (every PET configuration of the grid;
 EPOCH_S = 0.3  # replayed epochs take equal time, so concurrent trials interleave as real ones do
 # arm -> (study.sampler, study.early_stopping, study.grace_period)
 # (names hold no comma: --arms is a comma-separated list of them)
-ARMS = {"default": ("auto", "front", 1), "front-grace2": ("auto", "front", 2),
+ARMS = {"default": ("auto", "front", 2), "front-grace1": ("auto", "front", 1),
         "gp+pareto (previous default)": ("gp", "pareto", 2), "tpe+asha": ("tpe", "asha", 1),
         "random": ("random", "none", 1), "random+asha": ("random", "asha", 1)}
 
