@@ -142,5 +142,5 @@ def test_config_yaml_has_core_types_and_no_duplicate_keys(tmp_path):
     with pytest.raises(ConfigError, match="line 3: duplicate key 'seeds'"):
         load_yaml(path)
     path.write_bytes("a: 1\n".encode("utf-16"))
-    with pytest.raises(ConfigError, match="invalid YAML"):
+    with pytest.raises(ConfigError, match=r"c.yaml: not UTF-8 text \(invalid start byte at byte 0\); save the file as UTF-8"):
         load_yaml(path)

@@ -38,8 +38,8 @@ def _stop_and_fail(proc: subprocess.Popen, why: str) -> None:
 def test_study_spans_two_nodes_and_a_killed_worker_node_loses_no_trial_and_no_epoch(two_nodes, bench, tokenizer_dir,
                                                                                     tmp_path, runner):
     """Through `--address`: the two concurrent trials run one per node (one CPU each), in their trial
-    processes or in Ray Train worker groups; once both have reported an epoch, the worker node's raylet is
-    killed. Tune retries the trial that was on it from its last checkpoint (on the head, once the head's
+    processes or in Ray Train worker groups; once both have reported an epoch, the worker node's raylet and
+    its worker processes are killed. Tune retries the trial that was on it from its last checkpoint (on the head, once the head's
     trial is done) and the study completes."""
     data = study_dict(bench, tokenizer_dir, variants=["vlpet-large"], trials_per_variant=2, max_concurrent_trials=2,
                       early_stopping="none", paper_reference=False, max_failures=3)
@@ -57,7 +57,9 @@ def test_study_spans_two_nodes_and_a_killed_worker_node_loses_no_trial_and_no_ep
     else:
         _stop_and_fail(proc, "the two trials never ran on the two nodes")
     before = pd.read_parquet(results)
-    two_nodes.worker_raylet().kill()
+    raylet = two_nodes.worker_raylet()  # the node lost whole: its raylet and the trial processes it started
+    for node_process in [*raylet.children(recursive=True), raylet]:
+        node_process.kill()
     try:
         _, err = proc.communicate(timeout=600)
     except subprocess.TimeoutExpired:

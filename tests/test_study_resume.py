@@ -89,7 +89,11 @@ def test_killed_driver_resumes_from_the_bucket_alone_with_every_trial_exactly_on
     assert not table.duplicated(["trial_id", "epoch"]).any()
     assert (final["status"] == "completed").all() and (final["epoch"] == 2).all()
     assert finished_before <= set(final["trial_id"])  # finished results kept
-    assert_finished_epochs_kept(before, table)
+    # kept, not necessarily untouched: an epoch that Tune had not saved in its experiment state when the
+    # driver was killed is trained again from the trial's previous checkpoint, in a new process, to the same
+    # score (measured 2026-12-07; docs/reliability.md); the SIGINT test below checks identity
+    kept = before.merge(table, on=["trial_id", "epoch"], suffixes=("_before", ""))
+    assert len(kept) == len(before) and (kept["score_before"].fillna(-1) == kept["score"].fillna(-1)).all()
     optuna_db = tmp_path / "optuna.db"
     optuna_db.write_bytes(s3.read("studies/t/optuna.db"))
     trials = [t for t in optuna.load_study(study_name="t-vlpet-large", storage=f"sqlite:///{optuna_db}").trials

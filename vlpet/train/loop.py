@@ -60,6 +60,9 @@ class WorkerContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     prepare_model: Callable[[nn.Module], nn.Module] = lambda m: m
     backbones: BackboneCache | None = None  # set where one process trains run after run (a reused trial process)
+    # in every epoch's metrics and saved with them: where the epoch ran (node, pid, clocks), so that a
+    # finished run's last epoch reported again after a restart still says which process trained it
+    tags: dict[str, Any] = field(default_factory=dict)
 
 
 class BackboneCache:
@@ -240,7 +243,7 @@ def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None
         metrics = {"epoch": epoch, "max_epochs": spec.train.epochs, "fidelity": epoch / spec.train.epochs,
                    "score": float("nan"), "setup_time_s": setup_time, **train_stats, "params": report_params.trainable,
                    "total_params": report_params.total, "params_pct": report_params.percent,
-                   "world_size": int(_all_reduce_sum(1.0, ctx.device))}
+                   "world_size": int(_all_reduce_sum(1.0, ctx.device)), **ctx.tags}
         if ctx.rank == 0 and (epoch % spec.train.eval_every == 0 or epoch == spec.train.epochs):
             eval_start = time.perf_counter()
             scores = evaluate(model, val_loaders, tokenizer, ctx.device, spec.decode)

@@ -62,11 +62,11 @@ def train_and_report(spec: RunSpec, ctx: WorkerContext, report_fn: Callable[...,
 
     # Train's per-report and per-checkpoint INFO lines ("Checkpoint successfully created at ...") drown the progress
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    where = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+    ctx.tags = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), **clocks}
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         saved = checkpoint_cls.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        report_fn({**metrics, **where, **clocks}, checkpoint=saved)
+        report_fn(metrics, checkpoint=saved)
 
     if checkpoint is None:
         run_training(spec, report, None, ctx)
