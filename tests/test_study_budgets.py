@@ -1,6 +1,7 @@
 """The study budgets the README documents, end to end on a tiny VL-BART: `max_params` (a configuration over
 it is recorded as skipped and never trained), `max_trials` (caps the search), `seeds` (the front re-run with
-a second training seed), and the budgets that end a study early, `gpu_hours` and `time_budget_s`."""
+a second training seed), the budgets that end a study early, `gpu_hours` and `time_budget_s`, and front
+early stopping stopping a hopeless trial (scripted curves: it stops for certain, whatever the sampler draws)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,49 @@ def test_a_spent_compute_budget_ends_the_study_early(ray_local, bench, tokenizer
     if "gpu_hours" in budget:
         assert (final["phase"] == SEARCH).all()  # no seed re-runs once the device hours are spent
     assert not table.duplicated(["trial_id", "epoch"]).any()
+
+
+
+@pytest.mark.slow
+def test_front_early_stopping_stops_a_hopeless_trial_and_tells_optuna(ray_local, bench, tokenizer_dir, tmp_path):
+    """Four learning rates, two of them hopeless (a flat curve), one trial at a time: whatever order the
+    sampler draws them in, a hopeless one comes third or fourth, when two curves have finished, and the
+    front rule stops it at epoch 1 (10 + the largest gain seen + 1 point of noise is below the finished 80 at
+    the same size). The table closes it as pruned below full fidelity and Optuna holds it as PRUNED."""
+    import optuna
+    from ray import tune
+
+    from studies.searcher import trials_per_variant
+    from studies.study import Study
+
+    def scripted(config: dict) -> None:
+        """Report a scripted learning curve instead of training: 50, 60, 70, 80 for a learning rate >= 1e-4,
+        a flat 10 below (hopeless), at the trial's true size (defined here: Ray pickles it by value)."""
+        import time
+
+        from vlpet.results import trial_run
+
+        run = trial_run(config)
+        scores = [50.0, 60.0, 70.0, 80.0] if run["params"]["lr"] >= 1e-4 else [10.0] * 4
+        for epoch, score in enumerate(scores, 1):
+            time.sleep(0.2)
+            tune.report({"epoch": epoch, "max_epochs": 4, "fidelity": epoch / 4, "score": score,
+                         "params": run["trainable"], "total_params": run["total"], "params_pct": run["params_pct"]})
+
+    data = tiny_study(bench, tokenizer_dir, trials_per_variant=4)
+    data["study"].update(early_stopping="front", grace_period=1, max_concurrent_trials=1)
+    data["search"]["vlpet"] = {"lr": {"choice": [1.0e-3, 2.0e-3, 1.0e-7, 2.0e-7]}, "rank": 4, "decoder_rank": 4,
+                               "n_heads": 1, "scale": 1.0, "shared": True}  # the learning rate alone is drawn
+    data["run"]["train"].update(epochs=4, eval_every=1)
+    cfg = study_from_dict(data)
+    study = Study(cfg, tmp_path / "study", trainable=tune.with_resources(scripted, {"cpu": 1}))
+    study.search(trials_per_variant(cfg.settings))
+    final = final_rows(study.table.frame())
+    assert len(final) == 4 and final["config"].is_unique
+    pruned = final[final["status"] == PRUNED]
+    assert len(pruned) >= 1, final[["config", "status", "epoch"]]
+    assert (pruned["fidelity"] < 1).all() and pruned["config"].map(lambda c: json.loads(c)["lr"] < 1e-4).all()
+    trials = optuna.load_study(study_name=f"{cfg.settings.name}-vlpet-large",
+                               storage=f"sqlite:///{tmp_path / 'study' / 'optuna.db'}").trials
+    states = [t.state.name for t in trials if "duplicate_of" not in t.user_attrs]
+    assert states.count("PRUNED") == len(pruned) and states.count("COMPLETE") == 4 - len(pruned)
