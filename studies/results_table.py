@@ -88,12 +88,8 @@ class ResultsTable(tune.Callback):
         live = {t.trial_id for t in trials}
         config = json.dumps(trial_run(trial.config)["params"], sort_keys=True)
         rows = self._rows()
-        last = {}
-        for (tid, epoch), row in rows.items():
-            if tid not in live and (tid not in last or epoch > last[tid][0]):
-                last[tid] = (epoch, row)
-        lost = [row for _, row in last.values()
-                if row["status"] == RUNNING and row["phase"] == self.phase and row["config"] == config]
+        lost = [row for tid, row in _last_rows(rows).items() if tid not in live
+                and row["status"] == RUNNING and row["phase"] == self.phase and row["config"] == config]
         for row in lost:
             row["status"], row["error"] = FAILED, (f"lost with the killed driver before Tune saved it; "
                                                    f"re-run as trial {trial.trial_id}")
@@ -106,11 +102,7 @@ class ResultsTable(tune.Callback):
         if not own:  # failed before its first report
             own = [self._row(trial, {"epoch": 0, "fidelity": 0.0})]
             rows[(trial.trial_id, 0)] = own[0]
-        last = max(own, key=lambda r: r["epoch"] or 0)
-        if last["status"] != SKIPPED:
-            stopped_early = status == COMPLETED and not reached_full_fidelity(last["fidelity"] or 0)
-            last["status"] = PRUNED if stopped_early else status
-        last["error"] = error
+        _close(max(own, key=lambda r: r["epoch"] or 0), status, error)
         self._write(rows)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -127,14 +119,11 @@ class ResultsTable(tune.Callback):
         `gpu_hours` or `time_budget_s` stops the experiment with trials running): the last epoch is what
         they reached, completed at full fidelity, else pruned, with `why`."""
         rows = self._rows()
-        last: dict[str, dict[str, Any]] = {}
-        for (tid, epoch), row in rows.items():
-            if row["phase"] == self.phase and (tid not in last or epoch > (last[tid]["epoch"] or 0)):
-                last[tid] = row
-        open_rows = [row for row in last.values() if row["status"] == RUNNING]
+        open_rows = [row for row in _last_rows(rows).values() if row["phase"] == self.phase and row["status"] == RUNNING]
         for row in open_rows:
-            full = reached_full_fidelity(row["fidelity"] or 0)
-            row["status"], row["error"] = (COMPLETED, "") if full else (PRUNED, why)
+            _close(row, COMPLETED)
+            if row["status"] == PRUNED:
+                row["error"] = why
         if open_rows:
             self._write(rows)
 
@@ -156,3 +145,20 @@ class ResultsTable(tune.Callback):
         for (tid, _), row in self._rows().items():
             last[tid] = max(last.get(tid, 0.0), float(row.get("wall_time_s") or 0.0))
         return sum(last.values()) * self.devices_per_trial / 3600
+
+
+def _last_rows(rows: dict[tuple[str, int], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each trial's row of its latest epoch."""
+    last: dict[str, tuple[int, dict[str, Any]]] = {}
+    for (tid, epoch), row in rows.items():
+        if tid not in last or epoch > last[tid][0]:
+            last[tid] = (epoch, row)
+    return {tid: row for tid, (_, row) in last.items()}
+
+
+def _close(row: dict[str, Any], status: str, error: str = "") -> None:
+    """Close a trial at its last row: `status`, except that a trial that completed below full fidelity was
+    stopped early (pruned) and a trial skipped for the params budget stays skipped."""
+    if row["status"] != SKIPPED:
+        row["status"] = PRUNED if status == COMPLETED and not reached_full_fidelity(row["fidelity"] or 0) else status
+    row["error"] = error
