@@ -86,6 +86,11 @@ class LocalRayCluster:
         """The second node's raylet (its socket is named raylet.1)."""
         return next(p for p in self.processes() if "raylet.1" in " ".join(p.cmdline()))
 
+    def worker_node_id(self) -> str:
+        """The second node's Ray node id (hex), as trials record it in `node_id`: its raylet's --node_id."""
+        flag = next(arg for arg in self.worker_raylet().cmdline() if arg.startswith("--node_id="))
+        return flag.partition("=")[2]
+
     def stop(self) -> None:
         """Terminate, then kill, every process of the cluster; again while any is left (a raylet being
         stopped can still be starting a worker)."""
