@@ -55,8 +55,8 @@ def test_study_spans_two_nodes_and_a_killed_worker_node_loses_no_trial_and_no_ep
     # retried (when it waited for both trials' first epochs, a trial could finish first and nothing was retried)
     while time.time() < deadline and proc.poll() is None:
         if results.is_file():
-            on_worker = pd.read_parquet(results).query("node_id == @worker_node")
-            if on_worker["epoch"].nunique() == 1:
+            table = pd.read_parquet(results)
+            if table.loc[table["node_id"] == worker_node, "epoch"].nunique() == 1:
                 break
         time.sleep(0.25)
     else:
