@@ -27,6 +27,7 @@ from analysis.fronts import FrontierResult, frontier, mean_std, paper_references
 from analysis.hypervolume import hypervolume_2d, hypervolume_history
 from analysis.paper_table import TASKS, baselines_note, paper_table, resolve_backbone
 from analysis.plots import frontier_figure, hypervolume_figure, save_figures
+from analysis.study_layout import REPORT, STUDY_JSON
 from analysis.table import AnalysisError, load_results
 from vlpet.errors import entry_point
 from vlpet.results import PRUNED, TASK_PREFIX, task_name
@@ -52,7 +53,7 @@ def build_report(study_dir: Path, backbone: str | None = None, png: bool = True)
     backbone = resolve_backbone(backbone)
     result = frontier(results)
     history = hypervolume_history(results)
-    final = study_dir / "report"
+    final = study_dir / REPORT
     if final.exists() and not final.is_dir():
         raise AnalysisError(f"{final} is a file, not the report directory; move it away and run again")
     out = study_dir / f".report-{uuid.uuid4().hex[:8]}"  # beside it, then renamed into place
@@ -154,14 +155,14 @@ def _early_stopping_saving(trials: pd.DataFrame) -> str | None:
 
 def _study_backbone(study_dir: Path) -> tuple[str, str]:
     """The backbone named in study.json, else the default, with where it came from."""
-    path = study_dir / "study.json"
+    path = study_dir / STUDY_JSON
     if not path.exists():
         return DEFAULT_BACKBONE, "default"
     try:
         backbone = json.loads(path.read_text()).get("backbone")
     except (ValueError, AttributeError) as err:
         raise AnalysisError(f"cannot read {path}: {err}") from None
-    return (backbone, "study.json") if backbone else (DEFAULT_BACKBONE, "default: study.json names no backbone")
+    return (backbone, STUDY_JSON) if backbone else (DEFAULT_BACKBONE, f"default: {STUDY_JSON} names no backbone")
 
 
 def _reference(result: FrontierResult) -> str:
@@ -264,7 +265,7 @@ def _constant_baselines(study_dir: Path) -> dict[str, float] | None:
     from vlpet.train.evaluate import constant_baselines
 
     try:
-        data = json.loads((study_dir / "study.json").read_text())["run"]["data"]
+        data = json.loads((study_dir / STUDY_JSON).read_text())["run"]["data"]
         return constant_baselines(build_dataclass(DataConfig, data, "run.data"))
     except (OSError, ValueError, KeyError, TypeError):  # ConfigError is a ValueError
         return None
@@ -437,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     home = fetched_home(args.study, args.study_dir) if "://" in args.study else None
     report, result = build_report(home.local if home else Path(args.study), args.backbone, png=not args.no_png)
     if home:
-        home.sync("report")  # the report only: the study's own files are the running driver's to write
+        home.sync(REPORT)  # the report only: the study's own files are the running driver's to write
         print(f"report uploaded to {home.uri}/report")
     print(f"report: {report}")
     for line in summary_lines(result) + [f"warning: {w}" for w in result.warnings]:

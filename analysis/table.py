@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.study_layout import RESULTS, RESULTS_CSV
 from vlpet.errors import UserError
 
 REQUIRED = ("trial_id", "variant", "status", "epoch")
@@ -45,7 +46,7 @@ def load_results(study_dir: str | Path) -> pd.DataFrame:
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise AnalysisError(f"study directory not found: {study_dir}")
-    parquet, csv = study_dir / "results.parquet", study_dir / "results.csv"
+    parquet, csv = study_dir / RESULTS, study_dir / RESULTS_CSV
     path = parquet if parquet.exists() or not csv.exists() else csv
     if not path.exists():
         raise AnalysisError(f"no results table: expected {parquet} (or {csv.name})")

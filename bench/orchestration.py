@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.study_layout import RESULTS, STUDY_JSON
 from studies.ray_cluster import loopback_local_cluster
 from vlpet.errors import entry_point
 
@@ -100,8 +101,8 @@ def run(args: argparse.Namespace, runner: str, default_study: bool = False) -> t
 
 def stored(study_dir: Path) -> tuple[pd.DataFrame, int, float]:
     """A finished study's table, trial slots and wall time (first trial start to last report)."""
-    table = pd.read_parquet(study_dir / "results.parquet")
-    slots = json.loads((study_dir / "study.json").read_text())["study"]["max_concurrent_trials"]
+    table = pd.read_parquet(study_dir / RESULTS)
+    slots = json.loads((study_dir / STUDY_JSON).read_text())["study"]["max_concurrent_trials"]
     return table, slots, float(table["reported_at"].max() - table["started_at"].min())
 
 

@@ -42,6 +42,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d, hypervolume_history
+from analysis.study_layout import STUDY_JSON
 from studies.ray_cluster import loopback_local_cluster
 from vlpet.errors import entry_point
 from vlpet.results import PRUNED, REPORT_COLUMNS, final_rows, task_columns, trial_run
@@ -98,7 +99,7 @@ def record_grid(data: dict[str, Any], grid_dir: Path) -> pd.DataFrame:
     cfg = study_from_dict(data)
     grid_dir = grid_dir.resolve()
     grid_dir.mkdir(parents=True, exist_ok=True)
-    (grid_dir / "study.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    (grid_dir / STUDY_JSON).write_text(json.dumps(cfg.to_dict(), indent=2))
     runs = [cfg.describe_trial(v, params) for v, params in grid_points(cfg)]
     print(f"grid: {len(runs)} trials x {cfg.run.train.epochs} epochs under {grid_dir} (resumable)", flush=True)
     study = Study(cfg, grid_dir, resume=True, console=Console())  # an hour on CPU: show the progress

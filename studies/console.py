@@ -30,11 +30,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d
+from analysis.study_layout import DRIVER_LOG, LOGS, OPTUNA_DB
 from studies.results_table import ResultsTable
-from studies.trial import LOGS
 from vlpet.results import COMPLETED, FAILED, PRUNED, RUNNING, SKIPPED, final_rows
 
-DRIVER_LOG = "driver.log"
 PLAIN_PROGRESS_EVERY_S = 60.0
 _LIBRARY_LOGGERS = ("ray", "optuna", "py.warnings")
 _view: StudyConsole | None = None  # the driver's view of the running phase (see ConsoleCallback)
@@ -233,8 +232,8 @@ def study_summary(study_dir: Path, report: Path, result: Any, home: str | None =
                f"{report.parent.name}/{report.name}": "the report; beside it frontier.html (interactive), frontier.png, "
                                                       "hypervolume.png",
                f"{LOGS}/": f"trial_<id>.log per trial, {DRIVER_LOG} (Ray, Tune, Optuna)"}
-    if (Path(study_dir) / "optuna.db").exists():
-        outputs["optuna.db"] = f"the searches; browse them with: vlpet-dashboard {study_dir}"
+    if (Path(study_dir) / OPTUNA_DB).exists():
+        outputs[OPTUNA_DB] = f"the searches; browse them with: vlpet-dashboard {study_dir}"
     where = f"{study_dir}{f' (uploaded to {home})' if home else ''}"
     return [*lines, f"== outputs in {where}", *(f"  {k:<30}  {v}" for k, v in outputs.items())]
 

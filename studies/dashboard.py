@@ -17,13 +17,14 @@ import socket
 import sys
 from pathlib import Path
 
+from analysis.study_layout import OPTUNA_DB, STUDY_JSON
 from studies.ray_cluster import LOOPBACK
 from vlpet.errors import ConfigError, entry_point, redact
 
 
 def study_storage_url(study_dir: Path) -> str:
     """The Optuna storage URL of the study in `study_dir`."""
-    record = study_dir / "study.json"
+    record = study_dir / STUDY_JSON
     url = None
     if record.is_file():
         try:
@@ -35,7 +36,7 @@ def study_storage_url(study_dir: Path) -> str:
                           "postgresql://user@host/db, or remove it to use the study's optuna.db")
     if url:
         return url
-    db = study_dir / "optuna.db"
+    db = study_dir / OPTUNA_DB
     if not db.is_file():
         raise ConfigError(f"{study_dir} holds no Optuna storage (no {db.name}, no study.optuna_storage in study.json); "
                           "give the directory of a study that has run (runs/studies/<name>)")

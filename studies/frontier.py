@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = resumed_config(args, study_dir) if args.resume else given
     from rich.console import Console
 
+    from analysis.study_layout import RESULTS
     from studies.console import route_driver_logs, study_header, study_summary
     from studies.interrupts import StudyInterrupted
-    from studies.results_table import RESULTS
     from studies.searcher import optuna_storage
     from studies.study import run_study
     from studies.study_dir import check_study_dir

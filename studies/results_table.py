@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray import tune
 
-from studies.trial import trial_log_path
+from analysis.study_layout import RESULTS, trial_log_path
 from vlpet.results import (
     COMPLETED,
     FAILED,
@@ -27,7 +27,6 @@ from vlpet.results import (
     trial_run,
 )
 
-RESULTS = "results.parquet"
 STUDY_ID_KEY = b"vlpet.study_id"  # Parquet metadata: the study (study.json's id) the table belongs to
 
 

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from sqlalchemy.exc import SQLAlchemyError
 
+from analysis.study_layout import OPTUNA_DB
 from studies.front_sampler import FrontSampler, StudyFront
 from studies.search_space import sample
 from studies.study_config import StudyConfig, StudySettings
@@ -57,7 +58,7 @@ class TrialSize:
 def optuna_storage(cfg: StudyConfig, study_dir: Path) -> optuna.storages.BaseStorage:
     """The Optuna RDB storage: the configured URL (PostgreSQL on clusters), else a SQLite file in the study
     directory. One that cannot be opened is a one-line ConfigError (frontier.py opens it before Ray starts)."""
-    url = cfg.settings.optuna_storage or f"sqlite:///{study_dir / 'optuna.db'}"
+    url = cfg.settings.optuna_storage or f"sqlite:///{study_dir / OPTUNA_DB}"
     # a server that drops packets would otherwise hang the driver; SQLite takes no such argument
     engine = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else None
     try:

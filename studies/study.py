@@ -29,10 +29,11 @@ from ray.tune.search import ConcurrencyLimiter
 from rich.console import Console
 
 from analysis.pareto import pareto_front
+from analysis.study_layout import RESULTS, RESULTS_CSV
 from studies import study_dir as study_dirs
 from studies.console import ConsoleCallback, StudyConsole
 from studies.interrupts import GracefulStop
-from studies.results_table import RESULTS, ResultsTable, results_study_id
+from studies.results_table import ResultsTable, results_study_id
 from studies.schedulers import study_scheduler
 from studies.searcher import sampler_for_budget, study_searcher, trials_per_variant
 from studies.stopper import DeviceHoursStopper
@@ -132,7 +133,7 @@ class Study:
         elif s.seeds > 1:
             self.run_seeds()
         frame = self.table.frame()
-        frame.to_csv(self.dir / "results.csv", index=False)
+        frame.to_csv(self.dir / RESULTS_CSV, index=False)
         self.console.print(f"== study {s.name}: {frame['trial_id'].nunique()} trials in "
                            f"{time.perf_counter() - start:.0f} s; results in {self.table.path}")
         return frame

@@ -15,10 +15,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from studies.results_table import RESULTS, results_study_id
+from analysis.study_layout import RESULTS, STUDY_JSON
+from studies.results_table import results_study_id
 from vlpet.errors import ConfigError
 
-STUDY_JSON = "study.json"
 SECTIONS = ("study", "search", "run")
 
 

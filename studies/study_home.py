@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
-from studies.study_dir import STUDY_JSON
+from analysis.study_layout import STUDY_JSON
 from vlpet.errors import ConfigError
 
 TUNE_DIR = "ray"  # the home's folder of Tune's experiments and Train's checkpoints

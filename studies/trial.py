@@ -17,17 +17,10 @@ from typing import Any
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from analysis.study_layout import LOGS, trial_log_path
 from vlpet.output import output_to
 from vlpet.results import SKIPPED, trial_run
 from vlpet.train.ray_trainer import make_trainer
-
-LOGS = "logs"  # the study directory's folder of trial logs
-
-
-def trial_log_path(study_dir: str | Path, trial_id: str) -> Path:
-    """Where trial `trial_id` of the study in `study_dir` writes its output (on the node that runs it: on a
-    multi-node cluster, the study directory is the driver's path, shared or on that node's disk)."""
-    return Path(study_dir) / LOGS / f"trial_{trial_id}.log"
 
 
 def run_trial(config: dict[str, Any], max_params: int | None, train_storage: str, in_process: bool,
