@@ -157,7 +157,7 @@ def run_one(job: tuple[Problem, Setting, str, int]) -> dict[str, Any]:
 
 
 def shares(results: list[dict[str, Any]], settings: dict[str, Setting],
-           known: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, float]]:
+           known: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Each search's curve as a share of its problem's best known front (the known points plus every
     search's finished points); one row per search and budget fraction."""
     best = {}
@@ -166,7 +166,7 @@ def shares(results: list[dict[str, Any]], settings: dict[str, Setting],
         best[name] = hypervolume_2d(points["size"], points["score"], *setting.reference)
     rows = [{"problem": r["problem"], "arm": r["arm"], "seed": r["seed"], "fraction": f, "share": 100 * hv / best[r["problem"]]}
             for r in results for f, hv in zip(FRACTIONS, r["hv"])]
-    return pd.DataFrame(rows), best
+    return pd.DataFrame(rows)
 
 
 def summary(curves: pd.DataFrame) -> pd.DataFrame:
@@ -277,7 +277,7 @@ def main() -> int:
             results.append(result)
             if k % 10 == 0 or k == len(jobs):
                 print(f"{k}/{len(jobs)} searches, {time.perf_counter() - started:.0f} s", flush=True)
-    curves, _ = shares(results, settings, known)
+    curves = shares(results, settings, known)
     args.curves.parent.mkdir(parents=True, exist_ok=True)
     curves.to_parquet(args.curves)
     runs = pd.DataFrame([{k: r[k] for k in ("problem", "arm", "seed", "trials", "full", "epochs", "seconds")}
