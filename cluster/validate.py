@@ -72,9 +72,18 @@ def _error(where: str | Path, parts: Parts, message: str) -> ClusterConfigError:
 
 def _load_documents(path: str | Path) -> list[Any]:
     try:
-        return [doc for doc in yaml.safe_load_all(Path(path).read_text()) if doc is not None]
-    except (OSError, yaml.YAMLError) as exc:
-        raise ClusterConfigError(f"{path}: cannot read YAML: {' '.join(str(exc).split())}") from None
+        text = Path(path).read_text(encoding="utf-8")
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except OSError as exc:
+        raise ClusterConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ClusterConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as "
+                                 "UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise ClusterConfigError(f"{path}: invalid YAML{where}: {problem}") from None
 
 
 # --- Ray cluster launcher YAML --------------------------------------------------------------------

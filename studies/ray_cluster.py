@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vlpet.errors import ConfigError
+from vlpet.errors import ConfigError, holds_password
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -31,7 +31,7 @@ def storage_uri(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty; give s3://BUCKET/PATH, gs://BUCKET/PATH or a shared directory")
     scheme, sep, rest = text.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
+    if sep and ("@" in rest.split("/", 1)[0] or holds_password(text)):  # user-info or ?secret_key=
         raise argparse.ArgumentTypeError(f"{scheme}://... holds credentials; give the bucket alone and the keys in "
                                          "the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or "
                                          "GOOGLE_APPLICATION_CREDENTIALS)")

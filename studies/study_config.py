@@ -22,7 +22,7 @@ import torch
 from studies.search_space import DESIGNS, LR, METHOD, Choice, Dist, sample, space_for
 from vlpet.config_base import MAX_SEED, Config, bounded
 from vlpet.data.tasks import get_task
-from vlpet.errors import ConfigError, build_dataclass, closest, unknown
+from vlpet.errors import ConfigError, build_dataclass, closest, holds_password, redact, unknown
 from vlpet.methods import METHODS, MethodConfig
 from vlpet.methods.base import field_names
 from vlpet.methods.variants import VARIANTS, design_name, paper_setting, variant
@@ -119,6 +119,10 @@ class StudySettings(Config):
         if self.early_stopping not in EARLY_STOPPING:
             raise unknown("study.early_stopping", self.early_stopping, EARLY_STOPPING)
         url = self.optuna_storage
+        if url is not None and holds_password(url):  # study.json and the resume command would carry it
+            raise ConfigError(f"study.optuna_storage={redact(url)} holds a password, which would be saved in "
+                              "study.json; leave it out of the URL (driver://user@host:port/database) and give it "
+                              "in the environment: PGPASSWORD or a ~/.pgpass file for PostgreSQL (libpq reads both)")
         if url is not None and url.startswith("sqlite:"):
             path = url.removeprefix("sqlite:").removeprefix("///")
             if path in ("", "//", ":memory:") or url == "sqlite://":

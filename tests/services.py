@@ -1,6 +1,6 @@
 """Real servers on 127.0.0.1 for the cluster-path tests, each started by the test and stopped after it:
-an S3-compatible object store (moto's server, with AWS-style authentication) and PostgreSQL (Debian's
-server binaries, a throwaway data directory)."""
+an S3-compatible object store (moto's server, with AWS-style authentication), PostgreSQL (Debian's
+server binaries, a throwaway data directory) and vlpet-dashboard (optuna-dashboard on a study)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.ray_nodes import free_port
@@ -98,22 +101,31 @@ def postgres_bin(name: str) -> str:
 
 
 class PostgresServer:
-    """A PostgreSQL server on 127.0.0.1 with a throwaway data directory, trust authentication, one database.
-    As root it runs as the `postgres` user (the server refuses root)."""
+    """A PostgreSQL server on 127.0.0.1 with a throwaway data directory and one database: trust
+    authentication, or with `password` the user `postgres` behind SCRAM, the password given to clients in
+    `env` (PGPASSWORD, which libpq reads) and never in the URL. As root it runs as the `postgres` user (the
+    server refuses root)."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="vlpet-pg-"))
         self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        self.password = password
+        self.env = {"PGPASSWORD": password} if password else {}
 
     def _as_server_user(self, *cmd: str) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
 
     def start(self) -> PostgresServer:
+        data, auth = self.dir / "data", ["-A", "trust"]
+        if self.password:  # read by initdb, which runs as the server's user
+            (self.dir / "pwfile").write_text(self.password + "\n")
+            auth = ["-A", "scram-sha-256", "--pwfile", str(self.dir / "pwfile")]
         if os.geteuid() == 0:
+            for path in self.dir.iterdir():
+                shutil.chown(path, "postgres")
             shutil.chown(self.dir, "postgres")
-        data = self.dir / "data"
-        subprocess.run(self._as_server_user(postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"),
+        subprocess.run(self._as_server_user(postgres_bin("initdb"), "-D", str(data), "-U", "postgres", *auth),
                        check=True, capture_output=True, timeout=120)
         self.log = self.dir / "server.log"
         server = self._as_server_user(postgres_bin("postgres"), "-D", str(data), "-p", str(self.port), "-c",
@@ -127,3 +139,28 @@ class PostgresServer:
         self.proc.terminate()  # postgres's smart shutdown
         self.proc.wait(timeout=60)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def dashboard(study_dir: Path, env: dict | None = None) -> Iterator[tuple[list[dict], subprocess.Popen]]:
+    """`vlpet-dashboard study_dir` on a free loopback port: yields the study summaries it serves (read from
+    its /api/studies once it answers, within 60 s) and the process (its output on stdout); stopped after."""
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "vlpet-dashboard"), str(study_dir), "--port",
+                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, **(env or {})})
+    server.port = port
+    try:
+        deadline, studies = time.time() + 60, None
+        while time.time() < deadline and studies is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as answer:
+                    studies = json.load(answer)["study_summaries"]
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(0.5)
+        assert studies is not None, "the dashboard did not answer within 60 s"
+        yield studies, server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

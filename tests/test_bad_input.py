@@ -110,3 +110,28 @@ def test_bad_input_is_one_error_line_and_touches_no_file(place, busy_port, capsy
     assert "Traceback" not in err and re.search(says, lines[-1]), err
     assert len([line for line in lines if "error:" in line]) == 1, err
     assert checksums(place) == before, f"{command} changed files it was pointed at"
+
+
+CLUSTER_BAD = [  # (file name, its bytes, what the FAIL line says): vlpet-cluster-validate's own contract is one
+    # line per file and exit status 1 when any file is invalid (a CI gate), so an unreadable file is one of those
+    ("missing.yaml", None, "cannot read it (No such file or directory)"),
+    ("unclosed.yaml", b"provider:\n  type: [aws\n", "invalid YAML at line 3, column 1: expected ',' or ']'"),
+    ("latin1.yaml", "cluster_name: caf\xe9\n".encode("latin-1"), "not UTF-8 text (invalid continuation byte"),
+    ("empty.yaml", b"", "expected one YAML mapping"),
+    ("a-list.yaml", b"- provider\n- auth\n", "expected one YAML mapping"),
+]
+
+
+@pytest.mark.parametrize("name, content, says", CLUSTER_BAD, ids=[name for name, _, _ in CLUSTER_BAD])
+def test_cluster_validate_says_what_is_wrong_in_one_line_and_touches_no_file(tmp_path, capsys, name, content, says):
+    from cluster.validate import main as validate_main
+
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    before = checksums(tmp_path)
+    code = validate_main([str(tmp_path / name)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert err.splitlines() == [line for line in err.splitlines() if line.startswith(f"FAIL {tmp_path / name}: ")]
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert checksums(tmp_path) == before

@@ -4,16 +4,16 @@ a study's Optuna storage on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import tomllib
 import urllib.request
 from pathlib import Path
 
 import optuna
 import pytest
+
+from tests.services import dashboard
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -39,12 +39,6 @@ def test_installed_command_answers_help_with_an_example(command, tmp_path):
     assert f"usage: {command}" in done.stdout and EXAMPLES[command] in done.stdout, done.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_dashboard_serves_a_finished_study_on_loopback(tmp_path):
     """A study directory's optuna.db (two variants' searches, as a study leaves them) read over HTTP."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -54,30 +48,16 @@ def test_dashboard_serves_a_finished_study_on_loopback(tmp_path):
             search.add_trial(optuna.trial.create_trial(params={"lr": 1e-3}, values=[score, 5.0],
                                                        distributions={"lr": optuna.distributions.FloatDistribution(
                                                            1e-4, 1e-2, log=True)}))
-    port = _free_port()
-    server = subprocess.Popen([str(BIN / "vlpet-dashboard"), str(tmp_path), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline, studies = time.time() + 60, None
-        while time.time() < deadline and studies is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as answer:
-                    studies = json.load(answer)["study_summaries"]
-            except OSError:
-                assert server.poll() is None, server.stdout.read()
-                time.sleep(0.5)
-        assert studies is not None, "the dashboard did not answer within 60 s"
+    with dashboard(tmp_path) as (studies, server):
         assert sorted(s["study_name"] for s in studies) == ["demo-lora", "demo-vlpet-large"]
         assert all(s["directions"] == ["maximize", "minimize"] for s in studies)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", timeout=5) as got:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/api/studies/{studies[0]['study_id']}",
+                                    timeout=5) as got:
             detail = json.load(got)
         assert sorted(t["values"][0] for t in detail["trials"]) == [60.0, 70.0]  # Optuna 5's trials, read
         listening = {c.laddr.ip for c in __import__("psutil").Process(server.pid).net_connections()
                      if c.status == "LISTEN"}
         assert listening == {"127.0.0.1"}, listening
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_dashboard_of_a_directory_without_a_study_says_so(tmp_path):

@@ -359,6 +359,7 @@ def test_cli_rejects_bad_input_before_any_trial(bench, tokenizer_dir, tmp_path, 
                                  ("--max-params", "-5", "'-5' is not an integer >= 1"),
                                  ("--storage-path", "", "--storage-path: is empty"),
                                  ("--storage-path", "s3://AKIAKEY:wJalrSECRET@b/x", "s3://... holds credentials"),
+                                 ("--storage-path", "s3://b/x?secret_key=wJalrSECRET", "s3://... holds credentials"),
                                  ("--storage-path", str(tmp_path / "dir?x"), "is read as a URI's query")):
         with pytest.raises(SystemExit) as exit_info:
             frontier_main(["--config", str(path), "--study-dir", str(study_dir), flag, value])
@@ -371,6 +372,8 @@ def test_cli_rejects_bad_input_before_any_trial(bench, tokenizer_dir, tmp_path, 
     ("postgresql+psycopg2://vlpet:S3cr3t-pw@db:5432/v", "postgresql+psycopg2://vlpet:***@db:5432/v"),
     ("postgresql://vlpet:p@ss@w0rd@db/v: cannot open it", "postgresql://vlpet:***@db/v: cannot open it"),  # raw '@'
     ("--storage-path s3://AKIAKEY:wJalrSECRET@bucket/x is refused", "--storage-path s3://AKIAKEY:***@bucket/x is refused"),
+    ("s3://b/x?region=eu&secret_key=wJalrSECRET&x=1", "s3://b/x?region=eu&secret_key=***&x=1"),
+    ("postgresql://vlpet@db/v?password=S3cr3t", "postgresql://vlpet@db/v?password=***"),
     ("s3://bucket/x and sqlite:////tmp/o.db", "s3://bucket/x and sqlite:////tmp/o.db"),  # nothing secret: unchanged
 ])
 def test_printed_urls_never_show_a_password_or_secret_key(text, shown):

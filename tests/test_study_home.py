@@ -113,11 +113,21 @@ def test_a_bad_home_fails_in_one_line_before_any_trial(s3, capsys, monkeypatch, 
 
 def test_an_unreachable_optuna_database_fails_in_one_line_before_any_trial(capsys, tmp_path):
     config = tmp_path / "study.yaml"
-    config.write_text("study:\n  optuna_storage: postgresql+psycopg2://vlpet:secret@127.0.0.1:9/vlpet\n")
+    config.write_text("study:\n  optuna_storage: postgresql+psycopg2://vlpet@127.0.0.1:9/vlpet\n")
     err = _frontier_error(capsys, "--config", str(config), "--study-dir", str(tmp_path / "s"))
-    assert err.startswith("error: study.optuna_storage=postgresql+psycopg2://vlpet:***@127.0.0.1:9/vlpet: cannot "
+    assert err.startswith("error: study.optuna_storage=postgresql+psycopg2://vlpet@127.0.0.1:9/vlpet: cannot "
                           "open it (connection to server at \"127.0.0.1\", port 9 failed: Connection refused"), err
-    assert "secret" not in err
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg2://vlpet:S3cr3t@127.0.0.1:9/vlpet",
+                                 "postgresql://vlpet:p@S3cr3t@db/v", "postgresql://vlpet@db/v?password=S3cr3t"])
+def test_a_password_in_the_optuna_url_is_refused_unprinted_before_anything_is_written(capsys, tmp_path, url):
+    """study.json keeps the study's config for --resume: a password in the URL would be saved there."""
+    config = tmp_path / "study.yaml"
+    config.write_text(f"study:\n  optuna_storage: '{url}'\n")
+    err = _frontier_error(capsys, "--config", str(config), "--study-dir", str(tmp_path / "s"))
+    assert "holds a password, which would be saved in study.json" in err and "PGPASSWORD" in err, err
+    assert "S3cr3t" not in err and not (tmp_path / "s").exists()
 
 
 def test_a_home_on_a_shared_directory_is_written_by_rename(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -166,3 +167,46 @@ def test_interrupted_study_exits_130_and_resumes_from_its_directory_alone(bench,
     assert "Started a local Ray instance" in (study_dir / "logs" / "driver.log").read_text()
     # every epoch finished before the interrupt is still there, and the interrupted trial went on from it
     assert assert_finished_epochs_kept(before, table) == set(final_rows(before).query("fidelity < 1")["trial_id"])
+
+
+@pytest.mark.slow
+def test_the_secrets_a_study_is_given_reach_no_output_and_no_file(bench, tokenizer_dir, tmp_path, s3):
+    """A study homed in S3 (its keys in the environment) with its searches on PostgreSQL behind a password
+    (PGPASSWORD) runs, is resumed, reported and served: neither secret is in any console output, log,
+    report, study.json or results file, here or in the bucket (docs/reliability.md)."""
+    from tests.services import PostgresServer, dashboard
+
+    postgres = PostgresServer(password=f"pg-Secret-{secrets.token_hex(8)}").start()
+    try:
+        data = study_dict(bench, tokenizer_dir, variants=["bitfit"], trials_per_variant=2, max_concurrent_trials=1,
+                          early_stopping="none", paper_reference=False)
+        data["study"]["optuna_storage"] = postgres.url
+        data["run"]["train"]["epochs"] = 1
+        config = tmp_path / "study.yaml"
+        config.write_text(yaml.safe_dump(data))
+        env = {**s3.env, **postgres.env, "VLPET_STUDY_CACHE": str(tmp_path / "cache")}
+        storage, home = f"s3://{s3.bucket}/studies", f"s3://{s3.bucket}/studies/t"
+        for n, flags in enumerate([("--config", str(config), "--storage-path", storage),
+                                   ("--resume", "--storage-path", home)]):
+            driver = _run_frontier(None, None, *flags, env=env, log=tmp_path / f"driver{n}.log")
+            assert driver.wait(timeout=600) == 0, (tmp_path / f"driver{n}.log").read_text()[-3000:]
+        report = subprocess.run([sys.executable, "-m", "analysis.report", home, "--no-png", "--study-dir",
+                                 str(tmp_path / "report-copy")], env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+                                capture_output=True, text=True, timeout=300, check=False)
+        assert report.returncode == 0, report.stderr[-3000:]
+        (working_copy,) = {p.parent for p in (tmp_path / "cache").rglob("study.json")}
+        with dashboard(working_copy, env) as (studies, server):
+            assert [s["study_name"] for s in studies] == ["t-bitfit"]  # read from PostgreSQL with the password
+        served = server.stdout.read()
+    finally:
+        postgres.stop()
+
+    outputs = {"driver": (tmp_path / "driver0.log").read_text() + (tmp_path / "driver1.log").read_text(),
+               "vlpet-report": report.stdout + report.stderr, "vlpet-dashboard": served}
+    files = {str(p): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}  # the trials' logs too
+    files |= {f"s3://{s3.bucket}/{key}": s3.read(key) for key in s3.keys("studies/")}
+    assert any(name.endswith("studies/t/report/report.md") for name in files)  # reported, into the bucket
+    assert any(name.endswith("study.json") for name in files) and any("/logs/trial_" in name for name in files)
+    for secret in (postgres.password, s3.env["AWS_SECRET_ACCESS_KEY"]):
+        assert [name for name, text in outputs.items() if secret in text] == []
+        assert [name for name, blob in files.items() if secret.encode() in blob] == []

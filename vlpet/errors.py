@@ -24,6 +24,8 @@ class ConfigError(UserError):
 # the user-info of a URL (scheme://user:secret@host): up to the last '@' of the token, so that a password
 # holding an unescaped '@' is masked whole
 _USERINFO = re.compile(r"([A-Za-z][\w+.-]*://[^\s:/@]*):[^\s]*@")
+# a secret given as a URL parameter (?password=..., &secret_key=..., &session_token=...)
+_SECRET_PARAM = re.compile(r"([?&](?:password|passwd|[a-z_]*secret[a-z_]*|[a-z_]*token)=)[^&\s]*", re.IGNORECASE)
 
 
 def shown(value: Any, limit: int = 100) -> str:
@@ -34,7 +36,12 @@ def shown(value: Any, limit: int = 100) -> str:
 
 def redact(text: str) -> str:
     """`text` with every URL's password or secret key masked (`s3://KEY:***@bucket`), for anything printed."""
-    return _USERINFO.sub(r"\1:***@", text)
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1:***@", text))
+
+
+def holds_password(url: str) -> bool:
+    """Whether a URL carries a password or secret key: in its user-info, or as a parameter."""
+    return bool(_USERINFO.match(url) or _SECRET_PARAM.search(url))
 
 
 def entry_point(main: Callable[..., int | None]) -> Callable[..., int]:
