@@ -4,7 +4,8 @@ task in the form its evaluation server takes (labelled splits too; nothing is sc
     vlpet-predict CHECKPOINT_DIR --config studies/configs/embedded_run.yaml --split test
         # = python studies/predict.py ...; writes predictions/vqa_test_predictions.json, ...
 
-CHECKPOINT_DIR is a checkpoint a run reported (vlpet-train prints the last one).
+CHECKPOINT_DIR is a checkpoint a run reported (vlpet-train prints the last one), or a PEFT adapter
+directory (vlpet-export's, or a LoRA adapter trained elsewhere: adapter_config.json names its base).
 
 The checkpoint directory (adapter.safetensors + pet_config.json, as a run reports it) gives the backbone
 and the method; the config's `data` section the tasks and the data root, its `decode` section the

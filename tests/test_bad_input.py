@@ -14,6 +14,7 @@ import pytest
 
 from analysis.report import main as report_main
 from studies.dashboard import main as dashboard_main
+from studies.export import main as export_main
 from studies.frontier import main as study_main
 from studies.predict import main as predict_main
 from studies.train_one import main as train_main
@@ -21,7 +22,8 @@ from vlpet.params import main as params_main
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "vlpet-study": study_main, "vlpet-report": report_main, "vlpet-dashboard": dashboard_main,
-    "vlpet-predict": predict_main, "vlpet-train": train_main, "vlpet-params": params_main}
+    "vlpet-predict": predict_main, "vlpet-train": train_main, "vlpet-params": params_main,
+    "vlpet-export": export_main}
 
 
 def checksums(root: Path) -> dict[str, str]:
@@ -91,6 +93,9 @@ BAD = [  # (command, arguments with {p} for the place, what the error line says)
     ("vlpet-train", ["--config", "{p}/unclosed.yaml"], "invalid YAML at line 4"),
     ("vlpet-train", ["--config", "{p}/missing.yaml"], "missing.yaml: config file not found"),
     ("vlpet-params", ["--backbone", "bart-huge"], "--backbone 'bart-huge'"),
+    ("vlpet-export", ["{p}/a-file", "--front"], "study directory not found: .*a-file"),
+    ("vlpet-export", ["{p}/damaged", "--best"], "no results table: expected .*damaged/results.parquet"),
+    ("vlpet-export", ["{p}/damaged"], "one of the arguments --trial --best --front is required"),
 ]
 
 

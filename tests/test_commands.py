@@ -23,6 +23,7 @@ EXAMPLES = {"vlpet-study": "vlpet-study --config studies/configs/paper_bart_base
             "vlpet-train": "vlpet-train [--config", "vlpet-report": "vlpet-report runs/studies/embedded",
             "vlpet-params": "vlpet-params --backbone bart-base", "vlpet-cluster-validate": "vlpet-cluster-validate cluster/",
             "vlpet-dashboard": "vlpet-dashboard runs/studies/embedded",
+            "vlpet-export": "vlpet-export runs/studies/embedded --front",
             "vlpet-predict": "vlpet-predict CHECKPOINT_DIR --config studies/configs/embedded_run.yaml"}
 
 

@@ -79,7 +79,12 @@ def load_adapter(model: VLModel, directory: str | Path) -> VLModel:
 
 
 def load_pet_model(directory: str | Path) -> VLModel:
-    """Rebuild backbone + method from a checkpoint's configs and load its trainable tensors."""
+    """Rebuild backbone + method from a checkpoint's configs and load its trainable tensors; a PEFT adapter
+    directory (`adapter_config.json`: an export, or a LoRA adapter trained elsewhere) is read by PEFT."""
+    from vlpet.peft_format import is_peft_dir, load_peft_dir
+
+    if is_peft_dir(directory):
+        return load_peft_dir(directory)
     config = read_pet_config(directory)
     backbone = build_dataclass(BackboneConfig, config["backbone"], "backbone")
     model = apply_method(build_vl_model(backbone), method_from_dict(config["method"]))
