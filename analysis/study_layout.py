@@ -13,6 +13,8 @@ OPTUNA_DB = "optuna.db"  # the Optuna studies when study.optuna_storage names no
 LOGS = "logs"  # each trial's output and the driver's log
 DRIVER_LOG = "driver.log"  # in LOGS: Ray's, Tune's and Optuna's messages on the driver
 REPORT = "report"  # the report's folder (analysis.report)
+TENSORBOARD = "tensorboard"  # study.tracking: tensorboard: event files per trial (studies.tracking)
+EXPORT = "export"  # vlpet-export's default output (studies.export)
 
 
 def trial_log_path(study_dir: str | Path, trial_id: str) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.pareto import pareto_front
+from analysis.study_layout import EXPORT
 from analysis.table import load_results
 from vlpet.checkpoint import load_pet_model
 from vlpet.errors import ConfigError, entry_point
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per model built: two per trial
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # PEFT's calls into it
     trials = chosen_trials(load_results(args.study_dir), args)
-    output = args.output or args.study_dir / "export"
+    output = args.output or args.study_dir / EXPORT
     if output.exists() and not output.is_dir():
         raise ConfigError(f"--output {output} is a file; give a directory")
     for _, row in trials.iterrows():

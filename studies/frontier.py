@@ -140,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     server = not (cfg.settings.optuna_storage or "sqlite").startswith("sqlite")
     if server:
         optuna_storage(cfg, study_dir.resolve())  # a database server: reachable, and nothing written here
+    if "mlflow" in cfg.settings.tracking:
+        from studies.tracking import check_mlflow, mlflow_uri
+
+        check_mlflow(mlflow_uri(cfg.settings.mlflow_uri))  # reachable before any trial
     if args.address:
         check_address(args.address)
     console = Console(highlight=False, soft_wrap=True)

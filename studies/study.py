@@ -39,6 +39,7 @@ from studies.searcher import sampler_for_budget, study_searcher, trials_per_vari
 from studies.stopper import DeviceHoursStopper
 from studies.study_config import StudyConfig
 from studies.study_home import HomeSync, StudyHome
+from studies.tracking import Tracking, mlflow_uri
 from studies.trial import run_trial
 from vlpet.results import REFERENCE, RUN, SEARCH, SEEDS, TrialRun, final_rows
 from vlpet.train.ray_trainer import check_resources
@@ -102,6 +103,10 @@ class Study:
                                   study_id=self.record.get("study_id") or results_study_id(self.dir / RESULTS))
         self.console = StudyConsole(self.table, console or Console(quiet=True))
         self.stopper = DeviceHoursStopper(self.table, cfg.settings.gpu_hours)
+        tracking = cfg.settings.tracking
+        self.tracking = Tracking(self.dir, tracking, f"{cfg.settings.name}-{self.table.study_id}", self.table.study_id,
+                                 mlflow_uri(cfg.settings.mlflow_uri) if "mlflow" in tracking else None
+                                 ) if tracking else None
         self.stop = GracefulStop()
 
     def run(self) -> pd.DataFrame:
@@ -226,13 +231,16 @@ class Study:
         self.stop.check()  # an interrupted study's running trials stay open: --resume continues them
         self.table.close_unfinished("stopped unfinished: the study's compute budget (gpu_hours or time_budget_s) "
                                     "ran out")
+        if self.tracking:
+            self.tracking.sync()  # the rows closed just now
 
     def _tuner(self, name: str, tune_config: tune.TuneConfig, param_space: dict | None) -> tune.Tuner:
         if self.restoring(name):
             return tune.Tuner.restore(self._experiment_path(name), trainable=self.trainable, resume_unfinished=True,
                                       resume_errored=True)
         # the table first: the home's upload and a trial's console line read what it wrote
-        callbacks = [self.table, *([HomeSync(self.home)] if self.home else []), ConsoleCallback()]
+        callbacks = [self.table, *([self.tracking] if self.tracking else []),
+                     *([HomeSync(self.home)] if self.home else []), ConsoleCallback()]
         run_config = tune.RunConfig(
             name=name, storage_path=self.storage_path, callbacks=callbacks, stop=self.stopper,
             failure_config=tune.FailureConfig(max_failures=self.cfg.settings.max_failures), verbose=0,

@@ -35,6 +35,7 @@ from vlpet.train.config import RunSpec, load_yaml
 SECTIONS = ("study", "search", "run")
 SAMPLERS = ("auto", "front", "tpe", "gp", "random")
 EARLY_STOPPING = ("front", "pareto", "asha", "none")
+TRACKERS = ("mlflow", "tensorboard")  # study.tracking (studies/tracking.py)
 RENAMED = {"asha": "study.asha is now study.early_stopping: front (the default: stops a trial that cannot reach "
                    "the front at its size), pareto (promotes by Pareto rank in score and params), asha (score "
                    "only, per variant) or none"}
@@ -77,6 +78,9 @@ class StudySettings(Config):
             hyperparameters, sizes scaled to the backbone, the paper's learning rate) as a reference point;
             the report says whether the searched front dominates it.
         max_failures: retries of a failed trial (from its last checkpoint).
+        tracking: experiment trackers fed from the results table: `mlflow` (one experiment per study, one
+            run per trial) and/or `tensorboard` (event files under <study dir>/tensorboard); studies/tracking.py.
+        mlflow_uri: the MLflow tracking server (default: MLFLOW_TRACKING_URI), checked before any trial.
     """
 
     section: ClassVar[str] = "study"
@@ -99,6 +103,8 @@ class StudySettings(Config):
     sampler_seed: int = bounded(0, ge=0, le=MAX_SEED)
     paper_reference: bool = True
     max_failures: int = bounded(2, ge=0)
+    tracking: tuple[str, ...] = ()
+    mlflow_uri: str | None = None
 
     def check(self) -> None:
         valid = [*VARIANTS["bart"], DESIGNS]
@@ -114,6 +120,11 @@ class StudySettings(Config):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", self.name):
             raise self.error("name", "must be a directory name of at most 100 characters: letters, digits, '.', "
                                      "'_', '-', not starting with '.'")
+        for name in self.tracking:
+            if name not in TRACKERS:
+                raise unknown("study.tracking entry", name, TRACKERS)
+        if len(set(self.tracking)) < len(self.tracking):
+            raise self.error("tracking", "lists a tracker more than once; list each once")
         if self.sampler not in SAMPLERS:
             raise unknown("study.sampler", self.sampler, SAMPLERS)
         if self.early_stopping not in EARLY_STOPPING:

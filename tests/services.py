@@ -164,3 +164,27 @@ def dashboard(study_dir: Path, env: dict | None = None) -> Iterator[tuple[list[d
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 with a throwaway SQLite backend and artifact directory."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="vlpet-mlflow-"))
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MlflowServer:
+        self.log = self.dir / "server.log"
+        command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port",
+                   str(self.port), "--workers", "1", "--backend-store-uri", f"sqlite:///{self.dir / 'mlflow.db'}",
+                   "--default-artifact-root", str(self.dir / "artifacts")]
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, self.proc, self.log, timeout_s=120)
+        return self
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, 15)  # the server and its uvicorn worker
+        self.proc.wait(timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)

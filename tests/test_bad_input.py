@@ -49,7 +49,11 @@ def place(tmp_path_factory) -> Path:
                "unclosed.yaml": "study:\n  name: x\n  variants: [a, b\n",
                "long-name.yaml": "study:\n  name: " + "x" * 5000 + "\n",
                "long-value.yaml": "study:\n  trials_per_variant: '" + "9" * 3000 + "'\n",
-               "not-utf8.yaml": "study:\n  name: caf\xe9\n"}
+               "not-utf8.yaml": "study:\n  name: caf\xe9\n",
+               "tracking-unknown.yaml": "study:\n  tracking: [wandb]\n",
+               "tracking-no-server.yaml": "study:\n  tracking: [mlflow]\n",
+               "tracking-down.yaml": "study:\n  tracking: [mlflow]\n  mlflow_uri: http://127.0.0.1:9\n",
+               "tracking-password.yaml": "study:\n  tracking: [mlflow]\n  mlflow_uri: http://u:S3cr3t@127.0.0.1:9\n"}
     for name, text in configs.items():
         (root / name).write_bytes(text.encode("latin-1"))
     (root / "a-file").write_text("not a directory")
@@ -74,6 +78,10 @@ BAD = [  # (command, arguments with {p} for the place, what the error line says)
     ("vlpet-study", ["--config", "{p}/long-value.yaml"], r"study.trials_per_variant='9999.*\.\.\. \(3,002 characters\)"),
     ("vlpet-study", ["--config", "{p}/not-utf8.yaml"], "not-utf8.yaml: not UTF-8 text"),
     ("vlpet-study", ["--seed", "-1"], "argument --seed: '-1' is not a seed"),
+    ("vlpet-study", ["--config", "{p}/tracking-unknown.yaml"], "study.tracking entry 'wandb'"),
+    ("vlpet-study", ["--config", "{p}/tracking-no-server.yaml"], "study.tracking names mlflow but no server is given"),
+    ("vlpet-study", ["--config", "{p}/tracking-down.yaml"], "study.mlflow_uri=http://127.0.0.1:9: no MLflow tracking"),
+    ("vlpet-study", ["--config", "{p}/tracking-password.yaml"], r"mlflow_uri=http://u:\*\*\*@127.0.0.1:9 holds a password"),
     ("vlpet-study", ["--trials", "0"], "argument --trials: '0' is not an integer >= 1"),
     ("vlpet-report", ["{p}/a-file"], "a-file"),
     ("vlpet-report", ["{p}/damaged"], "no results table: expected .*damaged/results.parquet"),
@@ -103,6 +111,7 @@ BAD = [  # (command, arguments with {p} for the place, what the error line says)
 def test_bad_input_is_one_error_line_and_touches_no_file(place, busy_port, capsys, monkeypatch, command, args, says):
     import re
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(place)  # a command that wrote a default directory would write it here, and fail the check
     before = checksums(place)
     try:

@@ -4,6 +4,7 @@ exactly once, nothing lost. Its own module, so no other Ray instance runs on the
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import secrets
@@ -50,15 +51,21 @@ def s3():
 
 @pytest.mark.slow
 def test_killed_driver_resumes_from_the_bucket_alone_with_every_trial_exactly_once(bench, tokenizer_dir, tmp_path,
-                                                                                   s3):
-    """A study homed in S3 (an S3-compatible server on 127.0.0.1 that checks credentials): its driver is
-    killed mid-study and its local working copy deleted; `--resume --storage-path <home>` continues from the
-    bucket alone, every trial exactly once, and the report is built from the bucket URI."""
+                                                                                   s3, request):
+    """A study homed in S3 (an S3-compatible server on 127.0.0.1 that checks credentials) and tracked in MLflow
+    (a real server on 127.0.0.1) and TensorBoard: its driver is killed mid-study and its local working copy
+    deleted; `--resume --storage-path <home>` continues from the bucket alone, every trial exactly once, in
+    the table and in MLflow's runs, and the report is built from the bucket URI."""
+    from tests.services import MlflowServer
+
+    mlflow_server = MlflowServer().start()
+    request.addfinalizer(mlflow_server.stop)
     data = study_dict(bench, tokenizer_dir, variants=["vlpet-large"], trials_per_variant=2, max_concurrent_trials=1,
-                      early_stopping="none", paper_reference=False)
+                      early_stopping="none", paper_reference=False, tracking=["mlflow", "tensorboard"])
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(data))
-    env = {**s3.env, "VLPET_STUDY_CACHE": str(tmp_path / "cache")}  # the working copy's default place
+    env = {**s3.env, "VLPET_STUDY_CACHE": str(tmp_path / "cache"),  # the working copy's default place
+           "MLFLOW_TRACKING_URI": mlflow_server.uri}
     storage, home = f"s3://{s3.bucket}/studies", f"s3://{s3.bucket}/studies/t"
     proc = _run_frontier(config, None, "--storage-path", storage, env=env, log=tmp_path / "driver0.log")
     deadline = time.time() + 300
@@ -109,6 +116,32 @@ def test_killed_driver_resumes_from_the_bucket_alone_with_every_trial_exactly_on
     assert report.returncode == 0, report.stderr[-3000:]
     assert "vlpet-large" in (tmp_path / "report-copy" / "report" / "report.md").read_text()
     assert "studies/t/report/report.md" in s3.keys("studies/t/report/")
+    assert_tracked(table, mlflow_server.uri, json.loads(s3.read("studies/t/tensorboard/logged.json")),
+                   s3.keys("studies/t/tensorboard/"))
+
+
+def assert_tracked(table: pd.DataFrame, uri: str, tensorboard_logged: dict, tensorboard_files: list[str]) -> None:
+    """MLflow holds one run per trial of the table, each epoch logged once with the table's score, its
+    hyper-parameters and final status; TensorBoard's record and event files hold the same epochs."""
+    from mlflow import MlflowClient
+
+    from studies.tracking import END_STATUS
+
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
+    runs = client.search_runs([experiment.experiment_id])
+    by_trial = {r.data.tags["vlpet.trial_id"]: r for r in runs}
+    assert len(by_trial) == len(runs) == table["trial_id"].nunique()  # no run twice after the resume
+    for trial_id, rows in table.sort_values("epoch").groupby("trial_id"):
+        run = by_trial[trial_id]
+        history = client.get_metric_history(run.info.run_id, "score")
+        assert [m.step for m in history] == rows["epoch"].tolist(), (trial_id, history)  # each epoch once
+        assert [m.value for m in history] == pytest.approx(rows["score"].tolist())
+        final = rows.iloc[-1]
+        assert run.info.status == END_STATUS[final["status"]] and run.data.tags["status"] == final["status"]
+        assert {k: str(v) for k, v in json.loads(final["config"]).items()}.items() <= run.data.params.items()
+        assert tensorboard_logged[trial_id] == rows["epoch"].tolist()
+        assert any(key.startswith(f"studies/t/tensorboard/{trial_id}/events.out.tfevents") for key in tensorboard_files)
 
 
 def _listening(pid: int) -> list[tuple[str, int]]:
