@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test clean postgres bench-peers
+.PHONY: setup run test clean postgres browser bench-peers
 
 # pip -qq: errors only (they still stop make); the machine's pip config can add a warning per package otherwise
 $(STAMP): pyproject.toml
@@ -37,7 +37,15 @@ postgres:
 	  { echo "error: the tests need PostgreSQL's server programs (Debian: apt-get install postgresql)"; exit 1; }; \
 	fi
 
-test: $(STAMP) postgres
+# The report's browser test opens the interactive pages in headless Chromium: Debian's package, installed if missing
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  echo "setup: Chromium (apt-get install chromium), for the report's browser test"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "error: the tests need Chromium (Debian: apt-get install chromium)"; exit 1; }; \
+	fi
+
+test: $(STAMP) postgres browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 

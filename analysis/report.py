@@ -27,6 +27,7 @@ from analysis.fronts import FrontierResult, frontier, mean_std, paper_references
 from analysis.hypervolume import hypervolume_2d, hypervolume_history
 from analysis.paper_table import TASKS, baselines_note, paper_table, resolve_backbone
 from analysis.plots import frontier_figure, hypervolume_figure, save_figures
+from analysis.standalone import standalone_html
 from analysis.study_layout import REPORT, STUDY_JSON
 from analysis.table import AnalysisError, load_results
 from vlpet.errors import entry_point
@@ -39,7 +40,8 @@ CONSTANT_MARGIN = 10.0  # points above the best constant answer that count as ha
 def write_report(study_dir: str | Path, backbone: str | None = None, png: bool = True) -> Path:
     """Analyse `<study_dir>`'s results table and write `<study_dir>/report/`; returns the report.md path.
 
-    Writes frontier.html (+ .png and .svg unless `png` is false), frontier_<task>.html per task, hypervolume.html,
+    Writes report.html (the whole report as one self-contained page), frontier.html (+ .png and .svg unless
+    `png` is false), frontier_<task>.html per task, hypervolume.html,
     trials.csv, front.csv, best_per_variant.csv, hypervolume.csv and report.md. Raises AnalysisError when the
     table is missing, empty or lacks a required column; every lesser gap is reported in report.md.
     """
@@ -94,7 +96,11 @@ def _write_report(study_dir: Path, out: Path, result: FrontierResult, history: p
         _per_task_section(result),
         _paper_section(result, backbone[0]),
     ]
-    (out / "report.md").write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    markdown = "\n\n".join(sections) + "\n"
+    (out / "report.md").write_text(markdown, encoding="utf-8")
+    page = standalone_html(markdown, out, {path.name: fig for path, fig in figures.items()},
+                           f"study {study_dir.resolve().name}")
+    (out / "report.html").write_text(page, encoding="utf-8")
 
 
 def _replace_dir(new: Path, final: Path) -> None:
