@@ -15,7 +15,7 @@ import pandas as pd
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d
 from analysis.pareto import pareto_front
 from analysis.table import check_columns
-from vlpet.results import PRUNED, REFERENCE, SEARCH, final_rows, task_columns, task_name
+from vlpet.results import FAILED, PRUNED, REFERENCE, SEARCH, final_rows, task_columns, task_name
 
 
 @dataclass
@@ -108,13 +108,13 @@ def _aggregate(ff: pd.DataFrame, scores: list[str], params_col: str) -> pd.DataF
 def _warnings(trials: pd.DataFrame, score_col: str, params_col: str) -> list[str]:
     """What the frontier leaves out: no usable trials, failures, NaN values, variants without a result."""
     full, status = trials[trials["full_fidelity"]], trials["status"]
-    failed = trials[status == "failed"]
+    failed = trials[status == FAILED]
     errors = failed["error"].dropna().astype(str).str.strip() if "error" in trials else pd.Series(dtype=str)
     errors = errors[errors != ""]
     first_error = f": {errors.iloc[0].splitlines()[-1]}" if len(errors) else ""
     out = []
     if full.empty:
-        others = ", ".join(f"{n} {s}" for s, n in status[status != "failed"].value_counts().items())
+        others = ", ".join(f"{n} {s}" for s, n in status[status != FAILED].value_counts().items())
         out.append(f"no completed full-fidelity trials; {len(failed)} failed{first_error}"
                    + (f" ({others})" if others else ""))
     elif len(failed):

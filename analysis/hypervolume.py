@@ -13,7 +13,7 @@ import pandas as pd
 
 from analysis.pareto import pareto_front
 from analysis.table import check_columns
-from vlpet.results import final_rows
+from vlpet.results import RUNNING, final_rows
 
 DEFAULT_REFERENCE = (100.0, 0.0)  # (params in % trainable: full fine-tuning, score)
 
@@ -52,7 +52,7 @@ def hypervolume_history(
     """
     df, _ = check_columns(results, score_col, params_col)
     trials = final_rows(df)
-    trials = trials[trials["status"] != "running"].reset_index(drop=True)
+    trials = trials[trials["status"] != RUNNING].reset_index(drop=True)
     counted = trials["full_fidelity"].to_numpy()
     p = trials[params_col].to_numpy(float)
     s = np.where(counted, trials[score_col].to_numpy(float), np.nan)  # NaN points count for nothing

@@ -124,7 +124,7 @@ def summary_lines(result: FrontierResult, front: bool = True) -> list[str]:
               f"{len(result.aggregated)} configurations (seeds averaged)")]
     wall = trials["wall_time_s"].astype(float)
     if wall.notna().any():
-        pruned = wall[trials["status"] == "pruned"].sum()
+        pruned = wall[trials["status"] == PRUNED].sum()
         lines.append(f"compute: {wall.sum() / 3600:.2f} h of trial wall time, {pruned / 3600:.2f} h of it in pruned "
                      "trials")
     saved = _early_stopping_saving(trials)

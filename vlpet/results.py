@@ -26,7 +26,6 @@ COMPLETED = "completed"  # trained every epoch
 PRUNED = "pruned"  # stopped early (ASHA): low-fidelity scores only
 FAILED = "failed"
 SKIPPED = "skipped_budget"  # over the trainable-parameter budget: never trained
-STATUSES = (RUNNING, COMPLETED, PRUNED, FAILED, SKIPPED)
 
 # a study's Tune experiments, the `phase` of their rows: the search, the paper's hand-picked configurations
 # (one per variant, a reference point), the frontier's seed re-runs
