@@ -1,6 +1,7 @@
 """report.html: the whole report as one self-contained page to mail or attach. report.md rendered to HTML
 (markdown-it, with its tables), every PNG inlined as a data URI, every interactive figure embedded (where
-the report shows its picture, else at the end, its links pointing there), and plotly.js inlined once: the page fetches nothing when it is viewed."""
+the report shows its picture, else at the end, its links pointing there), and plotly.js inlined once: the
+page fetches nothing when it is viewed."""
 
 from __future__ import annotations
 

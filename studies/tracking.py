@@ -60,7 +60,10 @@ def check_mlflow(uri: str, timeout_s: int = 10) -> None:
                           "(mlflow server --host 127.0.0.1 --port 5000) or drop mlflow from study.tracking") from None
     finally:
         for name, value in saved.items():
-            os.environ.pop(name) if value is None else os.environ.update({name: value})
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def _number(value: Any) -> float | None:
@@ -69,6 +72,11 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def unlogged(rows: list[dict[str, Any]], logged: set[int]) -> list[dict[str, Any]]:
+    """The rows of reported epochs (1 and on) that a tracker does not hold yet."""
+    return [r for r in rows if int(r["epoch"] or 0) >= 1 and int(r["epoch"]) not in logged]
 
 
 def epoch_metrics(row: dict[str, Any]) -> dict[str, float]:
@@ -115,7 +123,7 @@ class MlflowSink:
         from mlflow.entities import Metric
 
         run_id, logged = self._run(trial_id, rows[0])
-        new = [r for r in rows if int(r["epoch"] or 0) >= 1 and int(r["epoch"]) not in logged]
+        new = unlogged(rows, logged)
         if new:
             now = int(time.time() * 1000)
             self.client.log_batch(run_id, metrics=[Metric(k, v, now, int(r["epoch"])) for r in new
@@ -141,7 +149,7 @@ class TensorBoardSink:
 
     def push(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
         done = set(self.logged.get(trial_id, []))
-        new = [r for r in rows if int(r["epoch"] or 0) >= 1 and int(r["epoch"]) not in done]
+        new = unlogged(rows, done)
         if not new:
             return
         from tensorboardX import SummaryWriter
