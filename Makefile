@@ -1,4 +1,5 @@
-# Two entry points: `make run` (set up + run the main job) and `make test` (set up, lint, run the tests).
+# Two entry points: `make run` (set up + run the main job) and `make test` (set up, lint the code and its import
+# layers, run the tests).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -47,6 +48,7 @@ browser:
 
 test: $(STAMP) postgres browser
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 
 # The search against its peers (bench/search_peers.py) in an environment of its own, so `make test` keeps its own.

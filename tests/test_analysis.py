@@ -15,7 +15,8 @@ import pytest
 
 import analysis
 from analysis import AnalysisError, frontier, hypervolume_2d, hypervolume_history, load_results, pareto_front, plots
-from analysis.report import main, write_report
+from analysis.report import write_report
+from studies.report_command import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -256,7 +257,7 @@ def test_the_report_command_runs_under_an_ascii_locale(tmp_path):
     """A non-UTF-8 console: the summary's '±' and '—' are escaped, not a crash; report.md is UTF-8 whole."""
     sample_study().to_parquet(tmp_path / "results.parquet")
     env = {**os.environ, "LANG": "C", "LC_ALL": "C", "PYTHONIOENCODING": "ascii", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path), "--no-png"], env=env,
+    run = subprocess.run([sys.executable, "-m", "studies.report_command", str(tmp_path), "--no-png"], env=env,
                          capture_output=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     assert "78.50 ± 0.71 (2 seeds)" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
@@ -339,7 +340,7 @@ def test_cli(tmp_path, capsys):
 
 
 def test_cli_entry_point_exit_status(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "missing")],
+    run = subprocess.run([sys.executable, "-m", "studies.report_command", str(tmp_path / "missing")],
                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False)
     assert run.returncode == 2 and run.stderr.startswith("error: study directory not found")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from analysis.report import main as report_main
 from studies.dashboard import main as dashboard_main
 from studies.export import main as export_main
 from studies.frontier import main as study_main
 from studies.predict import main as predict_main
+from studies.report_command import main as report_main
 from studies.train_one import main as train_main
 from vlpet.params import main as params_main
 

@@ -154,7 +154,7 @@ def checksums(directory) -> dict:
 def test_a_mistyped_study_dir_naming_another_study_is_refused_before_anything_is_fetched(tmp_path, capsys):
     """`--resume --storage-path <home of A> --study-dir <B's directory>`, and `vlpet-report <home of A>
     --study-dir <B>`: refused, and every file of B byte-identical."""
-    from analysis.report import main as report_main
+    from studies.report_command import main as report_main
 
     home_dir = tmp_path / "home" / "a"
     home_dir.mkdir(parents=True)

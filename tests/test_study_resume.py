@@ -110,7 +110,7 @@ def test_killed_driver_resumes_from_the_bucket_alone_with_every_trial_exactly_on
     for trial_id in final["trial_id"]:  # each trial's log is in the bucket, uploaded by the trial
         assert "training vlpet on tiny-bart" in s3.read(f"studies/t/logs/trial_{trial_id}.log").decode()
 
-    report = subprocess.run([sys.executable, "-m", "analysis.report", home, "--no-png", "--study-dir",
+    report = subprocess.run([sys.executable, "-m", "studies.report_command", home, "--no-png", "--study-dir",
                              str(tmp_path / "report-copy")], env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=300, check=False)
     assert report.returncode == 0, report.stderr[-3000:]
@@ -223,7 +223,7 @@ def test_the_secrets_a_study_is_given_reach_no_output_and_no_file(bench, tokeniz
                                    ("--resume", "--storage-path", home)]):
             driver = _run_frontier(None, None, *flags, env=env, log=tmp_path / f"driver{n}.log")
             assert driver.wait(timeout=600) == 0, (tmp_path / f"driver{n}.log").read_text()[-3000:]
-        report = subprocess.run([sys.executable, "-m", "analysis.report", home, "--no-png", "--study-dir",
+        report = subprocess.run([sys.executable, "-m", "studies.report_command", home, "--no-png", "--study-dir",
                                  str(tmp_path / "report-copy")], env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
                                 capture_output=True, text=True, timeout=300, check=False)
         assert report.returncode == 0, report.stderr[-3000:]

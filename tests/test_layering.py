@@ -1,0 +1,46 @@
+"""The import contracts of pyproject.toml ([tool.importlinter]) hold for the tree, and catch what they forbid:
+an upward import (the core library importing the study side) and a cycle among a package's modules."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT = Path(sys.executable).parent / "lint-imports"
+PACKAGES = ("vlpet", "analysis", "studies", "cluster")
+
+# (module file, line appended to it, what lint-imports must then say)
+PLANTED = {
+    "upward import": ("vlpet/params.py", "import studies.study", "vlpet is not allowed to import studies"),
+    "cycle": ("analysis/table.py", "import analysis.report", "No cycles are allowed in analysis"),
+}
+
+
+def lint(tree: Path) -> subprocess.CompletedProcess:
+    # from `tree`, so that its packages (first on the path) are the ones analysed
+    return subprocess.run([str(LINT), "--no-cache", "--no-logo"], cwd=tree, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_the_tree_keeps_its_import_contracts():
+    done = lint(ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Contracts: 2 kept, 0 broken." in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("planted", sorted(PLANTED))
+def test_a_planted_import_breaks_a_contract(planted, tmp_path):
+    module, line, message = PLANTED[planted]
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "assets"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    with (tmp_path / module).open("a") as f:
+        f.write(f"\n{line}  # planted\n")
+    done = lint(tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert message in done.stdout and "1 broken" in done.stdout, done.stdout
