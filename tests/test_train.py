@@ -68,7 +68,9 @@ def test_nan_loss_stops_with_a_reason(bench, tokenizer_dir):
 @pytest.mark.slow
 def test_trainer_runs_report_metrics_on_one_and_two_workers_and_a_rerun_resumes(ray_local, bench, tokenizer_dir,
                                                                                 tmp_path):
-    """One worker for an epoch; the same run name with 2 epochs resumes at epoch 2; two workers (DDP)."""
+    """One worker for an epoch; the same run name with 2 epochs resumes at epoch 2; two workers (DDP), whose
+    trainable weights are compared after the epoch by the loop itself (`check_replicas_in_step`: a run whose
+    workers drift apart fails)."""
     from vlpet.train.ray_trainer import fit_run
 
     for workers in (1, 2):

@@ -45,6 +45,10 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite: the run stops with this reason instead of training on."""
 
 
+class ReplicasOutOfStepError(RuntimeError):
+    """The data-parallel workers' trainable weights differ after an epoch: their gradients were not averaged."""
+
+
 class Reporter(Protocol):
     """Receives each epoch's metrics and the directory of its checkpoint (rank 0 only has one)."""
 
@@ -160,6 +164,22 @@ def _all_reduce_sum(value: float, device: torch.device) -> float:
     return float(t.item())
 
 
+def check_replicas_in_step(model: nn.Module, device: torch.device, epoch: int) -> None:
+    """Data-parallel workers see different shards, so their weights stay equal only when DDP averages the
+    gradients of every step: compare a checksum of each worker's trainable weights across workers."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    with torch.no_grad():
+        checksum = sum(p.double().sum() for p in model.parameters() if p.requires_grad)
+    extremes = torch.tensor([checksum, -checksum], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(extremes, op=torch.distributed.ReduceOp.MAX)
+    spread = float(extremes[0] + extremes[1])  # max - min
+    if spread > 1e-6 * max(1.0, abs(float(checksum))):
+        raise ReplicasOutOfStepError(f"after epoch {epoch} the {torch.distributed.get_world_size()} workers' trainable "
+                                     f"weights differ (checksums {spread:.3g} apart): the model was not wrapped for "
+                                     "data-parallel training (ray.train.torch.prepare_model)")
+
+
 def save_training_state(directory: Path, model: VLModel, optimizer: torch.optim.Optimizer, scheduler: Any,
                         epoch: int, metrics: dict[str, Any]) -> None:
     """Adapter-only weights + optimizer, scheduler and RNG state of a finished epoch."""
@@ -239,6 +259,7 @@ def run_training(spec: RunSpec, report: Reporter, resume_dir: Path | None = None
     run_start = time.perf_counter() - metrics.get("run_time_s", 0.0)  # cumulative over restarts
     for epoch in range(start_epoch, spec.train.epochs + 1):
         train_stats = _train_epoch(wrapped, train_loader, optimizer, scheduler, spec, ctx, epoch)
+        check_replicas_in_step(model, ctx.device, epoch)
         # `score` is in every report (Tune's searchers require it): NaN in epochs without a validation
         metrics = {"epoch": epoch, "max_epochs": spec.train.epochs, "fidelity": epoch / spec.train.epochs,
                    "score": float("nan"), "setup_time_s": setup_time, **train_stats, "params": report_params.trainable,
