@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     report, result = build_report(home.local if home else Path(args.study), args.backbone, png=not args.no_png)
     if home:
         home.sync(REPORT)  # the report only: the study's own files are the running driver's to write
-        print(f"report uploaded to {home.uri}/report")
+        print(f"report uploaded to {home.uri}/{REPORT}")
     print(f"report: {report}")
     for line in summary_lines(result) + [f"warning: {w}" for w in result.warnings]:
         print(f"  {line}")

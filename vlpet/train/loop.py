@@ -156,8 +156,13 @@ def _autocast(spec: RunSpec, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
 
 
+def _distributed() -> bool:
+    """Whether this process is one worker of a data-parallel run (a process group is up)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def _all_reduce_sum(value: float, device: torch.device) -> float:
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not _distributed():
         return value
     t = torch.tensor([value], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
@@ -167,7 +172,7 @@ def _all_reduce_sum(value: float, device: torch.device) -> float:
 def check_replicas_in_step(model: nn.Module, device: torch.device, epoch: int) -> None:
     """Data-parallel workers see different shards, so their weights stay equal only when DDP averages the
     gradients of every step: compare a checksum of each worker's trainable weights across workers."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not _distributed():
         return
     with torch.no_grad():
         checksum = sum(p.double().sum() for p in model.parameters() if p.requires_grad)
