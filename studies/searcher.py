@@ -25,7 +25,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from analysis.study_layout import OPTUNA_DB
 from studies.front_sampler import FrontSampler, StudyFront
-from studies.search_space import sample
 from studies.study_config import StudyConfig, StudySettings
 from vlpet.errors import ConfigError, redact
 from vlpet.results import RUN, SKIPPED, reached_full_fidelity
@@ -42,7 +41,7 @@ class VariantSpace:
         self.cfg, self.variant_name, self.space = cfg, variant_name, cfg.space(variant_name)
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        return {RUN: self.cfg.describe_trial(self.variant_name, sample(self.space, trial))}
+        return {RUN: self.cfg.describe_trial(self.variant_name, self.cfg.draw(self.variant_name, self.space, trial))}
 
 
 class TrialSize:

@@ -19,12 +19,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from studies.search_space import DESIGNS, LR, METHOD, Choice, Dist, sample, space_for
+from studies.search_space import DESIGNS, METHOD, sample, space_for
 from vlpet.config_base import MAX_SEED, Config, bounded
 from vlpet.data.tasks import get_task
 from vlpet.errors import ConfigError, build_dataclass, closest, holds_password, redact, unknown
 from vlpet.methods import METHODS, MethodConfig
 from vlpet.methods.base import field_names
+from vlpet.methods.space import LR, Choice, Dist
 from vlpet.methods.variants import VARIANTS, design_name, paper_setting, variant
 from vlpet.models import BackboneConfig
 from vlpet.models.vl_model import build_vl_model
@@ -166,6 +167,10 @@ class StudyConfig:
         name = self.method_of(variant_name)
         return space_for(name, self.search.get(name), self.d_model)
 
+    def draw(self, variant_name: str, space: dict[str, Dist], trial: Any) -> dict[str, Any]:
+        """One configuration of a variant drawn from its space (`space(variant_name)`), define-by-run."""
+        return sample(space, trial, None if variant_name == DESIGNS else VARIANTS[self.family][variant_name])
+
     def trial_spec(self, variant_name: str, params: dict[str, Any], seed: int | None = None) -> RunSpec:
         """The run of one trial: the template with the variant's method and the sampled parameters (for
         `designs`, the paper variant of the drawn module with the drawn fields)."""
@@ -193,7 +198,7 @@ class StudyConfig:
         """A variant's default setting: the first value of every choice (the lowest of a range), as the
         Optuna parameters to enqueue (the study's first trial of the variant) and as the drawn values."""
         first = _FirstValue()
-        return first.params, sample(self.space(variant_name), first)
+        return first.params, self.draw(variant_name, self.space(variant_name), first)
 
     def paper_trials(self) -> list[TrialRun]:
         """Each studied paper variant's hand-picked configuration (`paper_setting`: the seed's hyperparameters,
@@ -206,7 +211,7 @@ class StudyConfig:
         """The drawn values of each choice and both ends of each range of a variant's space in turn, the other
         parameters at their first value (what `check_space` checks; where a variant's cheapest point is)."""
         space = self.space(variant_name)
-        return [sample(space, _FirstValue({key: value})) for key, dist in space.items()
+        return [self.draw(variant_name, space, _FirstValue({key: value})) for key, dist in space.items()
                 for value in (dist.values if isinstance(dist, Choice) else (dist.low, dist.high))]
 
     def check_space(self, variant_name: str) -> None:
@@ -218,7 +223,7 @@ class StudyConfig:
         for key, dist in space.items():
             for value in dist.values if isinstance(dist, Choice) else (dist.low, dist.high):
                 try:
-                    self.trial_spec(variant_name, sample(space, _FirstValue({key: value})))
+                    self.trial_spec(variant_name, self.draw(variant_name, space, _FirstValue({key: value})))
                 except ConfigError as err:
                     raise ConfigError(f"search.{method}.{key}: the value {value!r} makes no valid run ({err})") from None
 

@@ -16,13 +16,13 @@ import yaml
 from studies.front_sampler import FrontSampler
 from studies.frontier import main as frontier_main
 from studies.results_table import ResultsTable
-from studies.search_space import DEFAULT_SPACES, DESIGNS
+from studies.search_space import DESIGNS
 from studies.searcher import OptunaVariantSearch, VariantSpace, optuna_sampler, variant_seed
 from studies.study import frontier_configs
 from studies.study_config import load_study, study_from_dict
 from tests.conftest import SMALL
 from vlpet.errors import ConfigError
-from vlpet.methods import method_from_dict
+from vlpet.methods import METHODS, method_from_dict
 from vlpet.methods.layers import GRANULARITIES
 from vlpet.methods.variants import VARIANTS, design_name, paper_setting
 from vlpet.paper_results import TABLE2
@@ -164,7 +164,7 @@ def test_sampler_auto_follows_the_budget():
     assert optuna_sampler("tpe", 0, 12)._constant_liar
 
 
-@pytest.mark.parametrize("method", sorted(set(DEFAULT_SPACES) - {DESIGNS}))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_search_space_sampling_never_yields_an_invalid_config(bench, tokenizer_dir, method):
     """Property test: 100 random draws of each method's space all build valid runs."""
     variant = {"vlpet": "vlpet-large"}.get(method, method)

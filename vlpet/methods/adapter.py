@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 from vlpet.methods.base import (
     IMAGE_TASKS,
@@ -34,6 +35,7 @@ from vlpet.methods.base import (
 )
 from vlpet.methods.inject import Factory, new_module, wrap_cross_attention_values, wrap_sublayers
 from vlpet.methods.layers import GRANULARITIES, Bottleneck, make_gate
+from vlpet.methods.space import DEFAULT_LR, LR, Choice, Dist, DrawRule
 from vlpet.models.vl_model import VLModel
 
 # Every sub-layer of both stacks: 6*2 + 6*3 = 30 adapters on BART-base.
@@ -75,6 +77,14 @@ class AdapterConfig(MethodConfig):
     decoder_rank: int | None = None
     shared: bool = True
     tasks: tuple[str, ...] = IMAGE_TASKS
+
+    search_space: ClassVar[dict[str, Dist]] = {"reduction_factor": Choice((2, 4, 8, 16, 32)), "shared": Choice((True, False)), LR: DEFAULT_LR}
+    # `check`'s rules as draws: a small gate needs the lightweight design, gate_rank sizes the large gate
+    # only, decoder_rank the lightweight design's value adapter only
+    draw_rules: ClassVar[dict[str, DrawRule]] = {"lightweight": DrawRule(("gate",), keep=lambda lw, fields: lw or fields["gate"] != "small"),
+                  "gate_rank": DrawRule(("gate",), when=lambda fields: fields["gate"] == "large"),
+                  "decoder_rank": DrawRule(("lightweight",), when=lambda fields: fields["lightweight"])}
+    size_fields = rank_fields = ("gate_rank", "decoder_rank")
 
     def check(self) -> None:
         if self.reduction_factor <= 0:

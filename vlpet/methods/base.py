@@ -18,6 +18,7 @@ from torch import nn
 
 from vlpet.config_base import Config
 from vlpet.errors import ConfigError, build_dataclass, unknown
+from vlpet.methods.space import DEFAULT_LR, LR, Dist, DrawRule
 from vlpet.models.vl_model import VLModel
 
 PET_PREFIX = "pet_"
@@ -40,9 +41,18 @@ def register_method(cls: type[MethodConfig]) -> type[MethodConfig]:
 @dataclass(frozen=True)
 class MethodConfig(Config):
     """Base class of every PET method config. Subclasses are frozen dataclasses whose fields are checked
-    against their types on construction, then by `check`, and against a model by `check_model`."""
+    against their types on construction, then by `check`, and against a model by `check_model`.
+
+    Beside its fields a method declares its search (vlpet/methods/space.py): `search_space`, the default
+    distributions of its fields and `lr`; `draw_rules`, the fields drawn only given others; `size_fields`,
+    the sizes that grow with d_model (the paper's settings are scaled by d_model / 768), of which
+    `rank_fields` must also stay within 1..d_model."""
 
     method: ClassVar[str] = ""
+    search_space: ClassVar[dict[str, Dist]] = {LR: DEFAULT_LR}
+    draw_rules: ClassVar[dict[str, DrawRule]] = {}
+    size_fields: ClassVar[tuple[str, ...]] = ()
+    rank_fields: ClassVar[tuple[str, ...]] = ()
 
     def check_model(self, model: VLModel) -> None:
         """Validate the config against a concrete model (e.g. rank <= d_model)."""

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 from vlpet.methods.adapter import AdapterConfig
 from vlpet.methods.base import register_method
 from vlpet.methods.inject import Factory
 from vlpet.methods.layers import Bottleneck
+from vlpet.methods.space import DEFAULT_LR, LR, Choice, Dist
 from vlpet.models.vl_model import VLModel
 
 
@@ -47,6 +49,9 @@ class CompacterConfig(AdapterConfig):
 
     method = "compacter"
     hypercomplex_division: int = 2
+
+    search_space: ClassVar[dict[str, Dist]] = {"reduction_factor": Choice((4, 8, 16)), "hypercomplex_division": Choice((2, 4)),
+                    "shared": Choice((True, False)), LR: DEFAULT_LR}
 
     def check(self) -> None:
         super().check()

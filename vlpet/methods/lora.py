@@ -14,6 +14,7 @@ from typing import ClassVar
 from vlpet.methods.base import MethodConfig, bias_names, check_positive, check_rank, register_method
 from vlpet.methods.inject import wrap_attention_projections
 from vlpet.methods.layers import DoRALinear, LoRALinear
+from vlpet.methods.space import DEFAULT_LR, LR, Choice, Dist
 from vlpet.models.vl_model import VLModel
 
 
@@ -32,6 +33,9 @@ class LoRAConfig(MethodConfig):
     alpha: float = 32.0
     dropout: float = 0.1
     train_biases: bool = True
+
+    search_space: ClassVar[dict[str, Dist]] = {"rank": Choice((4, 8, 16, 32, 64, 128)), LR: DEFAULT_LR}  # DoRA's too
+    size_fields = rank_fields = ("rank",)
 
     def check(self) -> None:
         if self.rank <= 0:

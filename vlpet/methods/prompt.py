@@ -6,11 +6,13 @@ T5's relative bias covers them. Only the prompts and the visual embedding train.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from vlpet.methods.base import MethodConfig, register_method
+from vlpet.methods.space import DEFAULT_LR, LR, Choice, Dist
 from vlpet.models.vl_model import VLModel, init_new_linear
 
 
@@ -37,6 +39,9 @@ class PromptConfig(MethodConfig):
     method = "prompt"
     length: int = 40
     mid_dim: int = 800
+
+    search_space: ClassVar[dict[str, Dist]] = {"length": Choice((10, 20, 40, 80)), LR: DEFAULT_LR}
+    size_fields = ("mid_dim",)
 
     def check(self) -> None:
         if self.length <= 0:

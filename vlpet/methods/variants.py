@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlpet.errors import unknown
-from vlpet.methods.base import MethodConfig, method_from_dict
+from vlpet.methods.base import METHODS, MethodConfig, method_from_dict
 from vlpet.methods.layers import GRANULARITIES
 from vlpet.paper_results import TABLE2, TABLE9
 
@@ -42,6 +42,8 @@ _BART: dict[str, dict[str, Any]] = {
     **{design_name(method_from_dict(cfg)): cfg
        for cfg in ({**base, "gate": g, "lightweight": True} for base in (_COMPACTER, _ADAPTER) for g in GRANULARITIES)},
 }
+# a registered method that no variant above uses is a variant of its own name at its config's defaults
+_BART |= {name: {"method": name} for name in METHODS if name not in {cfg["method"] for cfg in _BART.values()}}
 # T5-base VL-PET: r = r_g = 192, s = 0.3 (README commands); baselines and the Table 9 designs (a
 # BART-only table) as for BART, so that every variant name exists in both families.
 _T5 = {**_BART, **{name: {**cfg, "rank": 192, "scale": 0.3} for name, cfg in _BART.items() if name.startswith("vlpet")}}
@@ -61,7 +63,6 @@ def variant(name: str, family: str = "bart", **overrides: Any) -> MethodConfig:
 
 
 PAPER_D_MODEL = 768  # BART-base and T5-base: the hidden size the paper's module sizes were chosen for
-SIZE_FIELDS = ("rank", "decoder_rank", "gate_rank", "mid_dim")  # sizes that grow with d_model
 # The official scripts' learning rates: image-text BART PET 1e-3 and full fine-tuning 1e-4, T5 VL-PET 3e-4
 # (the T5 baselines come from the LST paper, whose rates the seed does not give: VL-PET's are used); video
 # BART VL-PET 7e-4 (used for the video baselines too).
@@ -73,7 +74,7 @@ def paper_setting(name: str, family: str, d_model: int, video: bool = False) -> 
     fields with the sizes scaled by d_model / 768 (a rank to a multiple of N_h), and the paper's lr (its
     video scripts' for video tasks)."""
     fields = {k: v for k, v in VARIANTS[family][name].items() if k != "method"}
-    for key in SIZE_FIELDS:
+    for key in METHODS[VARIANTS[family][name]["method"]].size_fields:
         if fields.get(key) is not None:
             step = fields.get("n_heads", 1) if key == "rank" else 1
             fields[key] = max(step, round(fields[key] * d_model / PAPER_D_MODEL / step) * step)

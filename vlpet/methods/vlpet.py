@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 from vlpet.methods.base import (
     IMAGE_TASKS,
@@ -29,6 +30,7 @@ from vlpet.methods.base import (
 )
 from vlpet.methods.inject import new_module, wrap_cross_attention_values, wrap_sublayers
 from vlpet.methods.layers import GRANULARITIES, Bottleneck, make_gate
+from vlpet.methods.space import DEFAULT_LR, LR, Choice, Dist, DrawRule, FloatRange
 from vlpet.models.vl_model import VLModel
 
 
@@ -63,6 +65,14 @@ class VLPETConfig(MethodConfig):
     middle_y_sigmoid: bool = False
     shared: bool = True
     tasks: tuple[str, ...] = IMAGE_TASKS
+
+    # ranges around the paper's settings: r = 96 (BART) / 192 (T5), N_h = 4, s = 1 / 0.3, lr 1e-3 / 3e-4
+    search_space: ClassVar[dict[str, Dist]] = {"rank": Choice((8, 16, 32, 48, 64, 96, 128, 192)), "n_heads": Choice((1, 2, 4, 8)),
+                    "decoder_rank": Choice((16, 32, 64, 96, 128)), "scale": FloatRange(0.25, 1.0),
+                    "shared": Choice((True, False)), LR: DEFAULT_LR}
+    # N_h must divide r: drawn after the rank, from the head counts that divide it
+    draw_rules: ClassVar[dict[str, DrawRule]] = {"n_heads": DrawRule(("rank",), keep=lambda heads, fields: fields["rank"] % heads == 0, named=True)}
+    size_fields = rank_fields = ("rank", "decoder_rank", "gate_rank")
 
     def check(self) -> None:
         if self.granularity not in GRANULARITIES:
