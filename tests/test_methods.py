@@ -16,7 +16,7 @@ from vlpet.methods.variants import variant
 ALL_CONFIGS = [
     {"method": "full"}, {"method": "bitfit"}, {"method": "prompt", "length": 5, "mid_dim": 16},
     {"method": "adapter", "reduction_factor": 8}, {"method": "compacter", "reduction_factor": 8},
-    {"method": "lora", "rank": 8}, {"method": "dora", "rank": 8},
+    {"method": "lora", "rank": 8}, {"method": "dora", "rank": 8}, {"method": "ia3"},
     *({"method": "vlpet", "granularity": g, "rank": 16, "n_heads": 4, "decoder_rank": 8}
       for g in ("small", "middleX", "middleY", "large")),
 ]
@@ -39,6 +39,7 @@ def _expected_trainable(name: str, method: dict, family: str) -> bool:
         "lora": "pet_lora" in name or is_bias,
         "dora": "pet_lora" in name or "pet_dora_magnitude" in name or is_bias,
         "vlpet": "pet_" in name or (is_norm and ".encoder." in name),
+        "ia3": name.endswith(".pet_ia3"),
     }[kind]
 
 
