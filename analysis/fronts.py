@@ -91,7 +91,10 @@ def _front_rows(agg: pd.DataFrame, score_col: str, params_col: str) -> pd.DataFr
 
 
 def _aggregate(ff: pd.DataFrame, scores: list[str], params_col: str) -> pd.DataFrame:
-    """Mean and std over the seeds of each (variant, configuration-without-seed)."""
+    """Mean and std over the seeds of each (variant, configuration-without-seed). A configuration run again on
+    a seed it already has (a search that ran out of unseen points draws a known one) is no new evidence: each
+    (configuration, seed) counts once, by its last run."""
+    ff = ff[~(ff["seed"].notna() & ff.duplicated(["variant", "config_key", "seed"], keep="last"))]
     groups = ff.groupby(["variant", "config_key"], sort=False)
     out = groups.agg(
         method=("method", "first"),

@@ -68,9 +68,9 @@ def study_trainable(cfg: StudyConfig, storage_path: str, study_dir: Path, home: 
 def frontier_configs(table: pd.DataFrame, noise: float = 0.0) -> list[dict[str, Any]]:
     """The (study variant `search`, params) of every full-fidelity search or reference trial on the Pareto
     front, or within `noise` score points of it (a point that `noise` more would put on the front: its
-    rank against the front is not established by one seed)."""
+    rank against the front is not established by one seed). A configuration trained twice is one point."""
     final = final_rows(table[table["phase"].isin([SEARCH, REFERENCE])])
-    done = final[final["full_fidelity"]]
+    done = final[final["full_fidelity"]].drop_duplicates(["search", "config_key"], keep="last")
     if done.empty:
         return []
     p, s = done["params"].to_numpy(float), done["score"].to_numpy(float)

@@ -146,6 +146,14 @@ def test_seeds_are_aggregated_by_config_without_seed():
     assert len(frontier(pd.concat([sample_study(), other])).aggregated.query("variant == 'vlpet-large'")) == 2
 
 
+def test_a_configuration_run_twice_on_one_seed_is_one_seed():
+    """A search that ran out of unseen points trains a known one again, on the same seed: one seed, not two
+    with a spread of 0 (seen in a study of bitfit's two learning rates in three trials)."""
+    again = study({"trial_id": "t8", "variant": "vlpet-large", "pct": 4.16, "score": 79.0, "seed": 0, "lr": 1e-3})
+    row = frontier(pd.concat([sample_study(), again])).aggregated.set_index("variant").loc["vlpet-large"]
+    assert row["n_seeds"] == 2 and row["seeds"] == "0, 1" and row["trial_ids"] == "t5, t8"
+
+
 def test_tie_marks_and_noise_note_say_which_differences_are_inside_the_seed_spread():
     from analysis.report import noise_note, tie_marks
     # seeds: full 80 ± 1.4, vlpet-large 79 ± 1.4 (overlaps full), lora 70 ± 1.4 (overlaps nobody); bitfit one seed

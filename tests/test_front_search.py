@@ -150,6 +150,9 @@ def test_only_the_front_and_what_is_within_seed_noise_of_it_get_a_second_seed():
     # "near" is 0.5 under "b" (fewer params), the paper's "ref" 0.5 under "a": within 1 point one seed does not
     # establish that they are off the front, so they get a seed too; "far" is 5 under "b" and does not
     assert picked(1.0) == [10, 15, 20, 30]
+    # a configuration the search trained twice (its space ran out of unseen points) gets its extra seeds once
+    assert picked(0.0) == [10, 20] and sorted(p["params"]["rank"] for p in frontier_configs(
+        pd.concat([table, pd.DataFrame([row("b again", 20, 70.0)])]), 0.0)) == [10, 20]
 
 
 def test_the_report_names_paper_configurations_stopped_because_they_could_not_reach_the_front():
