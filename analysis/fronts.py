@@ -14,8 +14,8 @@ import pandas as pd
 
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d
 from analysis.pareto import pareto_front
+from analysis.results_contract import FAILED, PRUNED, REFERENCE, SEARCH, final_rows, task_columns, task_name
 from analysis.table import check_columns
-from vlpet.results import FAILED, PRUNED, REFERENCE, SEARCH, final_rows, task_columns, task_name
 
 
 @dataclass

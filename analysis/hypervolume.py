@@ -12,8 +12,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from analysis.pareto import pareto_front
+from analysis.results_contract import RUNNING, final_rows
 from analysis.table import check_columns
-from vlpet.results import RUNNING, final_rows
 
 DEFAULT_REFERENCE = (100.0, 0.0)  # (params in % trainable: full fine-tuning, score)
 

@@ -17,8 +17,8 @@ from plotly.colors import qualitative
 
 from analysis.fronts import FrontierResult, front_mask, mean_std
 from analysis.hypervolume import hypervolume_2d
+from analysis.results_contract import task_name
 from analysis.static_images import write_static
-from vlpet.results import task_name
 
 SIZE = {"width": 1100, "height": 640}
 FADED = 0.3

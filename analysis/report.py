@@ -19,10 +19,10 @@ from analysis.fronts import FrontierResult, frontier, mean_std, paper_references
 from analysis.hypervolume import hypervolume_2d, hypervolume_history
 from analysis.paper_table import TASKS, baselines_note, paper_table, resolve_backbone
 from analysis.plots import frontier_figure, hypervolume_figure, save_figures
+from analysis.results_contract import PRUNED, TASK_PREFIX, task_name
 from analysis.standalone import standalone_html
 from analysis.study_layout import REPORT, STUDY_JSON
 from analysis.table import AnalysisError, load_results
-from vlpet.results import PRUNED, TASK_PREFIX, task_name
 
 DEFAULT_BACKBONE = "bart-base"
 CONSTANT_MARGIN = 10.0  # points above the best constant answer that count as having learned a task

@@ -1,6 +1,6 @@
 """Reading a study's results table for analysis: loading it, and checking the columns the analysis needs.
 
-The table has one row per (trial, epoch) report (the contract is `vlpet.results`), and may come from
+The table has one row per (trial, epoch) report (the contract is `analysis.results_contract`), and may come from
 elsewhere (a CSV written by hand). Required columns are `REQUIRED` (plus the score and params columns the
 caller analyses); `OPTIONAL` columns are filled with a stand-in and a warning that says what is lost.
 """

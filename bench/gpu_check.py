@@ -90,8 +90,8 @@ def one_gpu_trial(gpus: float, epochs: int) -> dict[str, float]:
 
 def scores_on(device: str, epochs: int) -> dict[str, float]:
     """Part 3, one side: the embedded default's VL-PET-large trained on `device` for `epochs`; its scores."""
+    from analysis.results_contract import TASK_PREFIX
     from studies.study_config import load_study
-    from vlpet.results import TASK_PREFIX
     from vlpet.train.loop import WorkerContext, run_training
 
     spec = load_study(None).first_spec("vlpet-large").replace(train={"epochs": epochs})

@@ -42,10 +42,11 @@ from typing import Any
 import pandas as pd
 
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d, hypervolume_history
+from analysis.results_contract import PRUNED, REPORT_COLUMNS, final_rows, task_columns
 from analysis.study_layout import STUDY_JSON
 from studies.ray_cluster import loopback_local_cluster
+from studies.trial_run import trial_run
 from vlpet.errors import entry_point
-from vlpet.results import PRUNED, REPORT_COLUMNS, final_rows, task_columns, trial_run
 
 # The grid: every default variant x 6 settings, the searched knobs of each method's embedded space
 # (`search:` choices of studies/configs/embedded.yaml); the other fields stay at the embedded default

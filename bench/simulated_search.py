@@ -28,7 +28,7 @@ import optuna
 import pandas as pd
 
 from analysis.hypervolume import hypervolume_2d
-from vlpet.results import RUN
+from studies.trial_run import RUN
 
 
 class Problem(Protocol):

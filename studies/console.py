@@ -30,9 +30,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d
+from analysis.results_contract import COMPLETED, FAILED, PRUNED, RUNNING, SKIPPED, final_rows
 from analysis.study_layout import DRIVER_LOG, LOGS, OPTUNA_DB
 from studies.results_table import ResultsTable
-from vlpet.results import COMPLETED, FAILED, PRUNED, RUNNING, SKIPPED, final_rows
 
 PLAIN_PROGRESS_EVERY_S = 60.0
 _LIBRARY_LOGGERS = ("ray", "optuna", "py.warnings")

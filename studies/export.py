@@ -21,12 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.pareto import pareto_front
+from analysis.results_contract import final_rows
 from analysis.study_layout import EXPORT
 from analysis.table import load_results
 from vlpet.checkpoint import load_pet_model
 from vlpet.errors import ConfigError, entry_point
 from vlpet.peft_format import PEFT_METHODS, export_peft
-from vlpet.results import final_rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

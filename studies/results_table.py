@@ -1,5 +1,5 @@
 """The study's results table: one row per (trial, epoch) report in a Parquet file, written as reports
-arrive (a Tune callback). Its columns are the contract of `vlpet.results`."""
+arrive (a Tune callback). Its columns are `analysis.results_contract.ROW_KEYS`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray import tune
 
-from analysis.study_layout import RESULTS, trial_log_path
-from vlpet.results import (
+from analysis.results_contract import (
     COMPLETED,
     FAILED,
     PRUNED,
@@ -24,8 +23,9 @@ from vlpet.results import (
     SKIPPED,
     TASK_PREFIX,
     reached_full_fidelity,
-    trial_run,
 )
+from analysis.study_layout import RESULTS, trial_log_path
+from studies.trial_run import trial_run
 
 STUDY_ID_KEY = b"vlpet.study_id"  # Parquet metadata: the study (study.json's id) the table belongs to
 

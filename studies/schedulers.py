@@ -24,7 +24,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from analysis.pareto import pareto_ranks
 from studies.front_model import CurveRule
 from studies.study_config import StudySettings
-from vlpet.results import trial_run
+from studies.trial_run import trial_run
 
 
 def study_scheduler(settings: StudySettings, max_epochs: int) -> TrialScheduler:

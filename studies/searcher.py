@@ -23,11 +23,12 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from sqlalchemy.exc import SQLAlchemyError
 
+from analysis.results_contract import SKIPPED, reached_full_fidelity
 from analysis.study_layout import OPTUNA_DB
 from studies.front_sampler import FrontSampler, StudyFront
 from studies.study_config import StudyConfig, StudySettings
+from studies.trial_run import RUN
 from vlpet.errors import ConfigError, redact
-from vlpet.results import RUN, SKIPPED, reached_full_fidelity
 
 OBJECTIVES = (["score", "params"], ["max", "min"])
 DIRECTIONS = ["maximize", "minimize"]

@@ -29,6 +29,7 @@ from ray.tune.search import ConcurrencyLimiter
 from rich.console import Console
 
 from analysis.pareto import pareto_front
+from analysis.results_contract import REFERENCE, SEARCH, SEEDS, final_rows
 from analysis.study_layout import RESULTS, RESULTS_CSV
 from studies import study_dir as study_dirs
 from studies.console import ConsoleCallback, StudyConsole
@@ -41,7 +42,7 @@ from studies.study_config import StudyConfig
 from studies.study_home import HomeSync, StudyHome
 from studies.tracking import Tracking, mlflow_uri
 from studies.trial import run_trial
-from vlpet.results import REFERENCE, RUN, SEARCH, SEEDS, TrialRun, final_rows
+from studies.trial_run import RUN, TrialRun
 from vlpet.train.ray_trainer import check_resources
 
 

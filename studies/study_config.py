@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from studies.search_space import DESIGNS, METHOD, sample, space_for
+from studies.trial_run import TrialRun
 from vlpet.config_base import MAX_SEED, Config, bounded
 from vlpet.data.tasks import get_task
 from vlpet.errors import ConfigError, build_dataclass, closest, holds_password, redact, unknown
@@ -30,7 +31,6 @@ from vlpet.methods.variants import VARIANTS, design_name, paper_setting, variant
 from vlpet.models import BackboneConfig
 from vlpet.models.vl_model import build_vl_model
 from vlpet.params import ParamReport, config_report
-from vlpet.results import TrialRun
 from vlpet.train.config import RunSpec, load_yaml
 
 SECTIONS = ("study", "search", "run")

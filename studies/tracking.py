@@ -22,9 +22,9 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
+from analysis.results_contract import COMPLETED, FAILED, PRUNED, SKIPPED, TASK_PREFIX
 from analysis.study_layout import RESULTS, TENSORBOARD
 from vlpet.errors import ConfigError, holds_password, redact
-from vlpet.results import COMPLETED, FAILED, PRUNED, SKIPPED, TASK_PREFIX
 
 END_STATUS = {COMPLETED: "FINISHED", PRUNED: "KILLED", SKIPPED: "KILLED", FAILED: "FAILED"}
 METRICS = ("epoch", "score", "loss", "params_pct", "examples_per_s", "wall_time_s")

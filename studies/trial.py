@@ -17,9 +17,10 @@ from typing import Any
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from analysis.results_contract import SKIPPED
 from analysis.study_layout import LOGS, trial_log_path
+from studies.trial_run import trial_run
 from vlpet.output import output_to
-from vlpet.results import SKIPPED, trial_run
 from vlpet.train.ray_trainer import make_trainer
 
 

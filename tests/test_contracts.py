@@ -1,5 +1,5 @@
 """The contracts the study side is built on: what a trial reports and a table row holds
-(`vlpet.results`), the typed config base, and the one-line user errors of every entry point."""
+(`analysis.results_contract`), the typed config base, and the one-line user errors of every entry point."""
 
 from __future__ import annotations
 
@@ -12,21 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.results_contract import COMPLETED, PRUNED, ROW_KEYS, TASK_PREFIX, final_rows, is_full_fidelity
 from studies.results_table import ResultsTable
+from studies.trial_run import RUN
 from tests.test_train import small_spec
 from vlpet.config_base import Config, bounded
 from vlpet.errors import ConfigError, UserError, entry_point
-from vlpet.results import (
-    COMPLETED,
-    EPOCH_KEYS,
-    EVAL_KEYS,
-    PRUNED,
-    ROW_KEYS,
-    RUN,
-    TASK_PREFIX,
-    final_rows,
-    is_full_fidelity,
-)
+from vlpet.train.epoch_report import EPOCH_KEYS, EVAL_KEYS
 from vlpet.train.loop import run_training
 
 

@@ -14,12 +14,13 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from analysis.results_contract import COMPLETED, SEARCH
 from studies.front_model import CurveRule, expected_improvement, front_points
 from studies.front_sampler import FrontSampler
 from studies.schedulers import FrontStopping, ParetoASHA, study_scheduler
 from studies.study import frontier_configs
 from studies.study_config import StudySettings
-from vlpet.results import COMPLETED, RUN, SEARCH
+from studies.trial_run import RUN
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 

@@ -12,7 +12,7 @@ from ray.tune.schedulers import TrialScheduler
 from analysis.pareto import pareto_ranks
 from studies.schedulers import ParetoASHA, study_scheduler
 from studies.study_config import StudySettings
-from vlpet.results import RUN
+from studies.trial_run import RUN
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 

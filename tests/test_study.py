@@ -20,13 +20,13 @@ from studies.search_space import DESIGNS
 from studies.searcher import OptunaVariantSearch, VariantSpace, optuna_sampler, variant_seed
 from studies.study import frontier_configs
 from studies.study_config import load_study, study_from_dict
+from studies.trial_run import RUN
 from tests.conftest import SMALL
 from vlpet.errors import ConfigError
 from vlpet.methods import METHODS, method_from_dict
 from vlpet.methods.layers import GRANULARITIES
 from vlpet.methods.variants import VARIANTS, design_name, paper_setting
 from vlpet.paper_results import TABLE2
-from vlpet.results import RUN
 from vlpet.train.config import RunSpec, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

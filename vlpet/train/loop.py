@@ -31,8 +31,8 @@ from vlpet.data import MultitaskLoader, build_dataset, build_loader, get_task
 from vlpet.methods import apply_method
 from vlpet.models import BackboneConfig, VLModel, build_vl_model
 from vlpet.params import param_report
-from vlpet.results import TASK_PREFIX
 from vlpet.train.config import RunSpec, TrainConfig
+from vlpet.train.epoch_report import TASK_PREFIX
 from vlpet.train.evaluate import evaluate, task_loss
 
 STATE_FILE = "training_state.pt"

@@ -1,24 +1,22 @@
-"""The results contract, in one place: what a trial is given, what it reports each epoch, and what a
-row of a study's results table holds. The training loop and the study's trials produce it; the study
-driver and the analysis read it.
+"""The study's results contract, in one place: what a row of a study's results table holds and what its
+statuses and phases mean. The study driver writes the table (studies/results_table.py) from its trials' epoch
+reports (vlpet/train/epoch_report.py); the console, the trackers, the export, the analysis and the benchmarks
+read it through these names. It sits in analysis/ because analysis reads what studies/ writes.
 
-A trial is given its `TrialRun` under the config key `RUN` (search trials and seed re-runs alike).
-It reports once per epoch (`EPOCH_KEYS`, the per-task `score_<task>` keys, and where and when it ran);
-the results table keeps one row per (trial, epoch) with `ROW_KEYS`, the last row of a trial carrying
-its final status. A trial counts as a finished point (`is_full_fidelity`) only when it completed every
-epoch: an early-stopped trial has low-fidelity scores only.
+The table keeps one row per (trial, epoch) with `ROW_KEYS`, the last row of a trial carrying its final status.
+A trial counts as a finished point (`is_full_fidelity`) only when it completed every epoch: an early-stopped
+trial has low-fidelity scores only.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-# the config key under which Tune hands a trial its TrialRun
-RUN = "run"
+from vlpet.train.epoch_report import EPOCH_KEYS, EVAL_KEYS, TASK_PREFIX
 
 # a trial's status, in its rows of the results table
 RUNNING = "running"
@@ -31,13 +29,6 @@ SKIPPED = "skipped_budget"  # over the trainable-parameter budget: never trained
 # (one per variant, a reference point), the frontier's seed re-runs
 SEARCH, REFERENCE, SEEDS = "search", "reference", "seeds"
 
-TASK_PREFIX = "score_"  # per-task scores: score_<task>
-
-# what every epoch report of the training loop holds (besides the score_<task> keys)
-EPOCH_KEYS = ("epoch", "max_epochs", "fidelity", "score", "loss", "steps", "examples_per_s", "world_size", "params",
-              "total_params", "params_pct", "setup_time_s", "train_time_s", "run_time_s")
-# only in the epochs that validate
-EVAL_KEYS = ("eval_time_s",)
 # added to every report by the process that trained: where it ran and the orchestration clocks
 WHERE_KEYS = ("node_id", "pid", "submitted_at", "worker_started_at")
 # a results-table row: the trial's description, its report's keys (run_time_s as wall_time_s) and the
@@ -46,23 +37,6 @@ DESCRIPTION_KEYS = ("trial_id", "phase", "search", "variant", "method", "seed", 
 REPORT_COLUMNS = (*(k for k in EPOCH_KEYS if k not in ("steps", "run_time_s")), *EVAL_KEYS, *WHERE_KEYS)
 ROW_KEYS = (*DESCRIPTION_KEYS, *REPORT_COLUMNS, "wall_time_s", "started_at", "reported_at", "checkpoint_path",
             "log_path")
-
-
-class TrialRun(TypedDict):
-    """Everything one trial needs, computed on the driver (`studies.study.StudyConfig.describe_trial`)."""
-
-    search: str  # the study variant whose search the trial belongs to
-    variant: str  # what it runs: the variant, or for `designs` the drawn combination
-    params: dict[str, Any]  # the drawn hyperparameters
-    spec: dict[str, Any]  # the full run spec, `RunSpec.to_dict()`
-    trainable: int  # trainable parameters, known before training
-    total: int
-    params_pct: float
-
-
-def trial_run(config: dict[str, Any]) -> TrialRun:
-    """The TrialRun in a Tune trial's config."""
-    return config[RUN]
 
 
 def reached_full_fidelity(fidelity: Any) -> Any:
