@@ -1,5 +1,5 @@
 """The study's results contract, in one place: what a row of a study's results table holds and what its
-statuses and phases mean. The study driver writes the table (studies/results_table.py) from its trials' epoch
+statuses and phases mean. The study driver writes the table (studies/storage/results_table.py) from its trials' epoch
 reports (vlpet/train/epoch_report.py); the console, the trackers, the export, the analysis and the benchmarks
 read it through these names. It sits in analysis/ because analysis reads what studies/ writes.
 

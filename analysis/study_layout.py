@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 STUDY_JSON = "study.json"  # the study's config, id and directory (what --resume reads)
-RESULTS = "results.parquet"  # every trial x epoch (studies.results_table)
+RESULTS = "results.parquet"  # every trial x epoch (studies.storage.results_table)
 RESULTS_CSV = "results.csv"  # the same table as CSV, for people
 OPTUNA_DB = "optuna.db"  # the Optuna studies when study.optuna_storage names no database
 LOGS = "logs"  # each trial's output and the driver's log
 DRIVER_LOG = "driver.log"  # in LOGS: Ray's, Tune's and Optuna's messages on the driver
 REPORT = "report"  # the report's folder (analysis.report)
-TENSORBOARD = "tensorboard"  # study.tracking: tensorboard: event files per trial (studies.tracking)
+TENSORBOARD = "tensorboard"  # study.tracking: tensorboard: event files per trial (studies.driver.tracking)
 EXPORT = "export"  # vlpet-export's default output (studies.export)
 
 

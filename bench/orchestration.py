@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.study_layout import RESULTS, STUDY_JSON
-from studies.ray_cluster import loopback_local_cluster
+from studies.driver.ray_cluster import loopback_local_cluster
 from vlpet.errors import entry_point
 
 PARTS = ("trial start", "worker start", "worker setup", "train + eval", "report/ckpt")
@@ -71,9 +71,9 @@ def run(args: argparse.Namespace, runner: str, default_study: bool = False) -> t
     table, trial slots, study wall time and Ray start time."""
     import ray
 
-    from studies.ray_cluster import connect
-    from studies.study import run_study
-    from studies.study_config import load_study, study_from_dict
+    from studies.driver.ray_cluster import connect
+    from studies.driver.study import run_study
+    from studies.spec.study_config import load_study, study_from_dict
 
     data = load_study(None if default_study else args.config).to_dict()
     if not default_study:

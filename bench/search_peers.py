@@ -90,7 +90,7 @@ def on_log_size(problem: Problem) -> Problem:
 def make_search(arm: str, problem: Problem, seed: int, full_runs: float) -> Any:
     """The search of `arm` on `problem` (see the module docstring); `full_runs`: how many full runs the
     budget buys, which decides the study's `auto` sampler as a study's trial count does."""
-    from studies.searcher import optuna_sampler, sampler_for_budget
+    from studies.search.searcher import optuna_sampler, sampler_for_budget
 
     grace = problem.min_epoch
     random = optuna.samplers.RandomSampler(seed=seed)

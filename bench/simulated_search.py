@@ -5,7 +5,7 @@ machine's speed or load.
 A search is a `Search`: it suggests a configuration when a worker is free, hears every epoch's
 result and says whether the trial goes on. The project's own searches are driven through the same
 interfaces the study's Tune experiment calls (`TuneSearch`: a Ray Tune `Searcher` and `TrialScheduler`,
-here `studies.searcher.OptunaVariantSearch` and `studies.schedulers.study_scheduler`'s schedulers, in the
+here `studies.search.searcher.OptunaVariantSearch` and `studies.search.schedulers.study_scheduler`'s schedulers, in the
 order Tune's controller calls them); Syne Tune's schedulers through Syne Tune's (`SyneTuneSearch`).
 
 `simulate` returns one row per epoch reported before the budget ran out; `hypervolume_curve` turns the
@@ -28,7 +28,7 @@ import optuna
 import pandas as pd
 
 from analysis.hypervolume import hypervolume_2d
-from studies.trial_run import RUN
+from studies.spec.trial_run import RUN
 
 
 class Problem(Protocol):
@@ -166,7 +166,7 @@ class TuneSearch:
 @functools.cache
 def embedded_settings() -> Any:
     """The embedded study's settings (read once: loading the study checks its whole config)."""
-    from studies.study_config import load_study
+    from studies.spec.study_config import load_study
 
     return load_study(None).settings
 
@@ -183,9 +183,9 @@ def project_search(problem: Problem, sampler: optuna.samplers.BaseSampler | str,
     max, size min) with `sampler` (an Optuna sampler, or "front": the study's `FrontSampler`, judging
     candidates by the hypervolume they could add at their known size against the search's own front), and
     the scheduler `study.early_stopping` names."""
-    from studies.front_sampler import FrontSampler, StudyFront
-    from studies.schedulers import study_scheduler
-    from studies.searcher import DIRECTIONS, OptunaVariantSearch
+    from studies.search.front_sampler import FrontSampler, StudyFront
+    from studies.search.schedulers import study_scheduler
+    from studies.search.searcher import DIRECTIONS, OptunaVariantSearch
 
     storage = optuna.storages.InMemoryStorage()
     if sampler == "front":

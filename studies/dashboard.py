@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from analysis.study_layout import OPTUNA_DB, STUDY_JSON
-from studies.ray_cluster import LOOPBACK
+from studies.driver.ray_cluster import LOOPBACK
 from vlpet.errors import ConfigError, entry_point, redact
 
 

@@ -10,12 +10,12 @@
 
 Per variant, a Ray Tune study searched by Optuna (max score, min trainable params; the front sampler by
 default) with early stopping of trials that cannot reach the front at their size, beside the paper's
-hand-picked configurations, then a second seed for the front (studies/study.py). Ends by writing the
+hand-picked configurations, then a second seed for the front (studies/driver/study.py). Ends by writing the
 frontier report.
 Outputs: <study-dir>/results.parquet|csv, optuna.db, report/ (frontier.html, report.md, ...).
 `--resume --study-dir X` continues a stopped (Ctrl-C: exit 130) or killed study with its own config
 (X/study.json), every finished result kept. With `--storage-path URI` the study lives in URI/<name> (its
-home: Tune's state, checkpoints, results, optuna.db, logs, report; studies/study_home.py), and
+home: Tune's state, checkpoints, results, optuna.db, logs, report; studies/storage/study_home.py), and
 `--resume --storage-path URI/<name>` continues it from there alone, on any head.
 """
 
@@ -26,11 +26,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from studies.ray_cluster import check_address, connect, loopback_local_cluster, storage_uri
+from studies.driver.ray_cluster import check_address, connect, loopback_local_cluster, storage_uri
 from vlpet.errors import entry_point
 
 if TYPE_CHECKING:
-    from studies.study_home import StudyHome
+    from studies.storage.study_home import StudyHome
 
 
 def positive_int(text: str) -> int:
@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_config(args: argparse.Namespace):
     """The study config with command-line overrides, validated."""
-    from studies.study_config import DEFAULT_CONFIG, study_from_dict
+    from studies.spec.study_config import DEFAULT_CONFIG, study_from_dict
     from vlpet.train.config import load_yaml
 
     return study_from_dict(with_overrides(load_yaml(args.config or DEFAULT_CONFIG), args))
@@ -83,8 +83,8 @@ def load_config(args: argparse.Namespace):
 def resumed_config(args: argparse.Namespace, study_dir: Path):
     """A resumed study's config: the one in its study.json. A --config or flag that would change it is an
     error (a study keeps its config; a changed one is another study)."""
-    from studies import study_dir as study_dirs
-    from studies.study_config import study_from_dict
+    from studies.spec.study_config import study_from_dict
+    from studies.storage import study_dir as study_dirs
     from vlpet.errors import ConfigError
 
     recorded = study_from_dict(study_dirs.recorded_config(study_dirs.recorded(study_dir)))
@@ -129,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     from analysis.study_layout import RESULTS
-    from studies.console import route_driver_logs, study_header, study_summary
-    from studies.interrupts import StudyInterrupted
-    from studies.searcher import optuna_storage
-    from studies.study import run_study
-    from studies.study_dir import check_study_dir
+    from studies.driver.console import route_driver_logs, study_header, study_summary
+    from studies.driver.interrupts import StudyInterrupted
+    from studies.driver.study import run_study
+    from studies.search.searcher import optuna_storage
+    from studies.storage.study_dir import check_study_dir
     from vlpet.data.dataset import check_data
 
     check_study_dir(study_dir.resolve(), args.resume)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if server:
         optuna_storage(cfg, study_dir.resolve())  # a database server: reachable, and nothing written here
     if "mlflow" in cfg.settings.tracking:
-        from studies.tracking import check_mlflow, mlflow_uri
+        from studies.driver.tracking import check_mlflow, mlflow_uri
 
         check_mlflow(mlflow_uri(cfg.settings.mlflow_uri))  # reachable before any trial
     if args.address:
@@ -178,7 +178,7 @@ def study_location(args: argparse.Namespace, name: str) -> tuple[Path, StudyHome
     files fetched from it into the working copy)."""
     if not args.storage_path:
         return args.study_dir or Path("runs/studies") / name, None
-    from studies.study_home import StudyHome  # imports ray: after loopback_local_cluster()
+    from studies.storage.study_home import StudyHome  # imports ray: after loopback_local_cluster()
 
     home = StudyHome.locate(args.storage_path, name, args.resume, args.study_dir)
     if args.resume:

@@ -18,7 +18,7 @@ from pathlib import Path
 from analysis.report import build_report, summary_lines
 from analysis.study_layout import REPORT, STUDY_JSON
 from analysis.table import AnalysisError
-from studies.study_home import StudyHome, working_copy
+from studies.storage.study_home import StudyHome, working_copy
 from vlpet.errors import entry_point
 
 

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from studies.ray_cluster import connect, storage_uri
+from studies.driver.ray_cluster import connect, storage_uri
 from vlpet.data.dataset import check_data
 from vlpet.errors import entry_point
 from vlpet.train.config import RunSpec, load_yaml

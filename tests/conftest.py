@@ -6,7 +6,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# The tests' local Ray clusters listen on loopback only (studies.ray_cluster); set before ray is imported.
+# The tests' local Ray clusters listen on loopback only (studies.driver.ray_cluster); set before ray is imported.
 # Multi-node test clusters (tests/ray_nodes.py) and drivers joining them drop it: Ray needs the machine's address.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -89,7 +89,7 @@ def ray_local(tmp_path_factory):
     """A local Ray on loopback with 4 logical CPUs for one test module (2 Train workers + Tune)."""
     import ray
 
-    from studies.ray_cluster import connect
+    from studies.driver.ray_cluster import connect
 
     connect(num_cpus=4, _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
     yield ray

@@ -14,9 +14,9 @@ import pytest
 from rich.console import Console
 
 from analysis.report import build_report
-from studies import console as console_module
-from studies.console import StudyConsole, route_driver_logs, study_header, study_summary, trial_line
-from studies.study_config import study_from_dict
+from studies.driver import console as console_module
+from studies.driver.console import StudyConsole, route_driver_logs, study_header, study_summary, trial_line
+from studies.spec.study_config import study_from_dict
 from tests.test_analysis import sample_study, study
 
 

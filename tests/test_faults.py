@@ -89,9 +89,9 @@ def test_study_spans_two_nodes_and_a_killed_worker_node_loses_no_trial_and_no_ep
 def test_nan_trial_fails_cleanly_and_the_study_goes_on(bench, tokenizer_dir, tmp_path):
     import ray
 
-    from studies.ray_cluster import connect
-    from studies.study import run_study
-    from studies.study_config import study_from_dict
+    from studies.driver.ray_cluster import connect
+    from studies.driver.study import run_study
+    from studies.spec.study_config import study_from_dict
 
     data = study_dict(bench, tokenizer_dir, variants=["vlpet-large"], trials_per_variant=2, max_concurrent_trials=2,
                       early_stopping="none", paper_reference=False, max_failures=0)

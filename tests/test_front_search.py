@@ -15,12 +15,12 @@ from optuna.distributions import CategoricalDistribution
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from analysis.results_contract import COMPLETED, SEARCH
-from studies.front_model import CurveRule, expected_improvement, front_points
-from studies.front_sampler import FrontSampler
-from studies.schedulers import FrontStopping, ParetoASHA, study_scheduler
-from studies.study import frontier_configs
-from studies.study_config import StudySettings
-from studies.trial_run import RUN
+from studies.driver.study import frontier_configs
+from studies.search.front_model import CurveRule, expected_improvement, front_points
+from studies.search.front_sampler import FrontSampler
+from studies.search.schedulers import FrontStopping, ParetoASHA, study_scheduler
+from studies.spec.study_config import StudySettings
+from studies.spec.trial_run import RUN
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 

@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from studies.front_sampler import FrontSampler
+from studies.driver.study import frontier_configs
 from studies.frontier import main as frontier_main
-from studies.results_table import ResultsTable
-from studies.search_space import DESIGNS
-from studies.searcher import OptunaVariantSearch, VariantSpace, optuna_sampler, variant_seed
-from studies.study import frontier_configs
-from studies.study_config import load_study, study_from_dict
-from studies.trial_run import RUN
+from studies.search.front_sampler import FrontSampler
+from studies.search.searcher import OptunaVariantSearch, VariantSpace, optuna_sampler, variant_seed
+from studies.spec.search_space import DESIGNS
+from studies.spec.study_config import load_study, study_from_dict
+from studies.spec.trial_run import RUN
+from studies.storage.results_table import ResultsTable
 from tests.conftest import SMALL
 from vlpet.errors import ConfigError
 from vlpet.methods import METHODS, method_from_dict
@@ -55,7 +55,7 @@ def test_small_study_records_every_trial_and_tells_optuna_the_fidelity(ray_local
     sampler, front early stopping), then the paper's VL-PET-large configuration as a reference point: every
     trial once, pruned trials told to Optuna as PRUNED, and each designs trial named by the combination it
     resolves to."""
-    from studies.study import run_study
+    from studies.driver.study import run_study
 
     cfg = study_from_dict(study_dict(bench, tokenizer_dir, variants=["vlpet-large", DESIGNS], trials_per_variant=3,
                                            max_concurrent_trials=3))
@@ -246,7 +246,7 @@ def test_paper_bart_base_study_config_validates_with_a_bart_base_stand_in():
     assert (spec.method.rank, spec.method.n_heads, spec.method.decoder_rank, spec.method.scale) == (96, 4, 96, 1.0)
     assert spec.train.lr == 1e-3
     # the paper's hand-picked configurations are the first points here, so the study trains no extra reference
-    from studies.study import Study
+    from studies.driver.study import Study
 
     key = Study._run_key
     for run in study.paper_trials():
@@ -259,7 +259,7 @@ def test_paper_t5_base_study_config_validates_with_a_t5_base_stand_in():
     """The paper's T5-base config (t5-base from the hub, offline here) validated with the t5-base preset: the
     T5 table's variants, and its VL-PET search starts from the T5 scripts' setting, which is also each
     variant's reference point (no extra trial)."""
-    from studies.study import Study
+    from studies.driver.study import Study
 
     data = load_yaml(ROOT / "studies" / "configs" / "paper_t5_base.yaml")
     assert data["run"]["backbone"]["pretrained"] == "t5-base"
@@ -383,7 +383,7 @@ def test_printed_urls_never_show_a_password_or_secret_key(text, shown):
 
 
 def test_unwritable_or_full_study_directory_is_detected_before_any_trial(tmp_path, monkeypatch):
-    from studies import study_dir
+    from studies.storage import study_dir
 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
@@ -416,7 +416,7 @@ def test_a_reused_trial_process_starts_every_trial_clean(ray_local, bench, token
     repeat reports exactly what the first run did (loss and every score of every epoch): no weights,
     optimiser state, RNG or task leak from the trials before it, and the cached backbone trains as a fresh
     load does."""
-    from studies.study import Study
+    from studies.driver.study import Study
 
     cfg = study_from_dict(study_dict(bench, tokenizer_dir, variants=["vlpet-large", "lora"], max_concurrent_trials=1))
     assert cfg.run.train.in_trial_process

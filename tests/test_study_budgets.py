@@ -10,7 +10,7 @@ import json
 import pytest
 
 from analysis.results_contract import COMPLETED, PRUNED, SEARCH, SEEDS, SKIPPED
-from studies.study_config import study_from_dict
+from studies.spec.study_config import study_from_dict
 from tests.test_study import final_rows, study_dict
 
 
@@ -26,7 +26,7 @@ def test_max_params_max_trials_and_seeds_shape_the_study(ray_local, bench, token
     """The variant's first trial (its default, rank 8) is over a budget that rank 4 meets: recorded as
     skipped with no epoch trained; 5 trials asked, 3 allowed by max_trials; every completed configuration
     on the front gets a second seed."""
-    from studies.study import run_study
+    from studies.driver.study import run_study
 
     data = tiny_study(bench, tokenizer_dir, trials_per_variant=5, max_trials=3, seeds=2)
     data["search"]["vlpet"].update(rank={"choice": [8, 4]}, decoder_rank={"choice": [4]})
@@ -56,7 +56,7 @@ def test_a_spent_compute_budget_ends_the_study_early(ray_local, bench, tokenizer
     """A budget spent by the first trials: the search stops asking for more (10 one-epoch trials asked, 2
     run at a time, about 10 s each) and keeps what finished; a spent device-hour budget also skips the
     seed re-runs (`time_budget_s` bounds the search alone)."""
-    from studies.study import run_study
+    from studies.driver.study import run_study
 
     data = tiny_study(bench, tokenizer_dir, trials_per_variant=10, seeds=2, **budget)
     table = run_study(study_from_dict(data), tmp_path / "study")
@@ -81,15 +81,15 @@ def test_front_early_stopping_stops_a_hopeless_trial_and_tells_optuna(ray_local,
     import optuna
     from ray import tune
 
-    from studies.searcher import trials_per_variant
-    from studies.study import Study
+    from studies.driver.study import Study
+    from studies.search.searcher import trials_per_variant
 
     def scripted(config: dict) -> None:
         """Report a scripted learning curve instead of training: 50, 60, 70, 80 for a learning rate >= 1e-4,
         a flat 10 below (hopeless), at the trial's true size (defined here: Ray pickles it by value)."""
         import time
 
-        from studies.trial_run import trial_run
+        from studies.spec.trial_run import trial_run
 
         run = trial_run(config)
         scores = [50.0, 60.0, 70.0, 80.0] if run["params"]["lr"] >= 1e-4 else [10.0] * 4

@@ -1,4 +1,4 @@
-"""A study's home on object storage (`studies.study_home`), against an S3-compatible server on 127.0.0.1
+"""A study's home on object storage (`studies.storage.study_home`), against an S3-compatible server on 127.0.0.1
 that checks credentials; and the one-line errors of a bad home or Optuna storage, before any trial."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from studies import frontier
-from studies.study_home import StudyHome, join, working_copy
+from studies.storage.study_home import StudyHome, join, working_copy
 from tests.services import S3Server
 from vlpet.errors import ConfigError
 

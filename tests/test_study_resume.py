@@ -125,7 +125,7 @@ def assert_tracked(table: pd.DataFrame, uri: str, tensorboard_logged: dict, tens
     hyper-parameters and final status; TensorBoard's record and event files hold the same epochs."""
     from mlflow import MlflowClient
 
-    from studies.tracking import END_STATUS
+    from studies.driver.tracking import END_STATUS
 
     client = MlflowClient(uri)
     (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]

@@ -6,7 +6,7 @@ checkpoint. A run re-created with the same name and storage path resumes from it
 worker group from it.
 
 `train_and_report` is the part shared with study trials that train in their own Tune trial process
-(`studies.trial`): the same loop, reports and checkpoints, with Tune's report instead of Train's.
+(`studies.driver.trial`): the same loop, reports and checkpoints, with Tune's report instead of Train's.
 This module imports neither transformers nor the model code at import time: a trial that starts a
 worker group only builds the trainer, and only the workers pay for the heavy imports.
 """

@@ -1,6 +1,6 @@
 """What decides a study's trials: one Optuna search per variant (each its own Optuna study, sampler seed
 and define-by-run space), all of them side by side in one Tune experiment. Early stopping is in
-`studies.schedulers`.
+`studies.search.schedulers`.
 
 Fidelity: a trial stopped early has only a low-fidelity score. It is told to Optuna as PRUNED (never as a
 finished point), so Optuna learns only from full-fidelity runs (Tune's own OptunaSearch would tell its
@@ -25,9 +25,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from analysis.results_contract import SKIPPED, reached_full_fidelity
 from analysis.study_layout import OPTUNA_DB
-from studies.front_sampler import FrontSampler, StudyFront
-from studies.study_config import StudyConfig, StudySettings
-from studies.trial_run import RUN
+from studies.search.front_sampler import FrontSampler, StudyFront
+from studies.spec.study_config import StudyConfig, StudySettings
+from studies.spec.trial_run import RUN
 from vlpet.errors import ConfigError, redact
 
 OBJECTIVES = (["score", "params"], ["max", "min"])
@@ -94,7 +94,7 @@ def variant_seed(seed: int, variant_name: str) -> int:
 
 def sampler_for_budget(name: str, trials: int) -> str:
     """The sampler `study.sampler: auto` picks for a variant's number of trials: the front sampler below 100
-    trials (`studies.front_sampler`: a Gaussian process on the score, candidates by the hypervolume they
+    trials (`studies.search.front_sampler`: a Gaussian process on the score, candidates by the hypervolume they
     could add at their known size; its fits grow with the cube of the trials), TPE from 100 on."""
     if name != "auto":
         return name

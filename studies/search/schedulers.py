@@ -2,7 +2,7 @@
 
     front    stops a trial once it cannot reach the front at its size: its best possible final score, from
              the finished trials' learning curves, is already beaten by a finished configuration with no
-             more trainable parameters (`studies.front_model.CurveRule`; every epoch from grace_period on)
+             more trainable parameters (`studies.search.front_model.CurveRule`; every epoch from grace_period on)
     pareto   asynchronous successive halving whose rungs promote by Pareto rank in (score, trainable
              params) with NSGA-II's crowding distance breaking ties (MO-ASHA, Schmucker et al. 2021), over
              all variants at once: a cheap configuration is judged by whether it is on the front of the
@@ -22,9 +22,9 @@ import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from analysis.pareto import pareto_ranks
-from studies.front_model import CurveRule
-from studies.study_config import StudySettings
-from studies.trial_run import trial_run
+from studies.search.front_model import CurveRule
+from studies.spec.study_config import StudySettings
+from studies.spec.trial_run import trial_run
 
 
 def study_scheduler(settings: StudySettings, max_epochs: int) -> TrialScheduler:

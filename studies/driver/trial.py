@@ -19,7 +19,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from analysis.results_contract import SKIPPED
 from analysis.study_layout import LOGS, trial_log_path
-from studies.trial_run import trial_run
+from studies.spec.trial_run import trial_run
 from vlpet.output import output_to
 from vlpet.train.ray_trainer import make_trainer
 
@@ -29,7 +29,7 @@ def run_trial(config: dict[str, Any], max_params: int | None, train_storage: str
     """Skip a configuration over the parameter budget (no compute spent), else train it, reporting every
     epoch to Tune with its checkpoint. A retried or resumed trial continues from its latest checkpoint.
     With `study_dir`, the trial's output goes to its log there (`trial_log_path`), uploaded to the study's
-    `home` (`studies.study_home`) when the trial ends: the node that ran it may not be the driver's."""
+    `home` (`studies.storage.study_home`) when the trial ends: the node that ran it may not be the driver's."""
     submitted_at = time.time()
     run = trial_run(config)
     if max_params is not None and run["trainable"] > max_params:
@@ -55,7 +55,7 @@ def run_trial(config: dict[str, Any], max_params: int | None, train_storage: str
 def upload_logs(log: Path, home: str) -> None:
     """Upload a trial's log (and its workers' `.rank<k>` logs written on this node) to the study's home. A
     failed upload costs the log, not the trial."""
-    from studies.study_home import join, upload
+    from studies.storage.study_home import join, upload
 
     for path in sorted(log.parent.glob(f"{log.stem}*.log")):
         try:

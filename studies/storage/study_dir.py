@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.study_layout import RESULTS, STUDY_JSON
-from studies.results_table import results_study_id
+from studies.storage.results_table import results_study_id
 from vlpet.errors import ConfigError
 
 SECTIONS = ("study", "search", "run")

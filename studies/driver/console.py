@@ -8,7 +8,7 @@ budget each configuration wins, and where every output is). On a terminal rich d
 (CI, a file, `ray job logs`) the same facts come as plain lines, a progress line at most once a minute.
 
 Everything else goes to files under <study_dir>/logs: the driver's libraries (Ray, Tune, Train, Optuna) to
-driver.log (`route_driver_logs`), each trial's own output to trial_<id>.log (`studies.trial`).
+driver.log (`route_driver_logs`), each trial's own output to trial_<id>.log (`studies.driver.trial`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from rich.table import Table
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d
 from analysis.results_contract import COMPLETED, FAILED, PRUNED, RUNNING, SKIPPED, final_rows
 from analysis.study_layout import DRIVER_LOG, LOGS, OPTUNA_DB
-from studies.results_table import ResultsTable
+from studies.storage.results_table import ResultsTable
 
 PLAIN_PROGRESS_EVERY_S = 60.0
 _LIBRARY_LOGGERS = ("ray", "optuna", "py.warnings")
@@ -42,7 +42,7 @@ _view: StudyConsole | None = None  # the driver's view of the running phase (see
 def route_driver_logs(study_dir: Path) -> Path:
     """Send the driver's library logging (Ray with Tune and Train, Optuna, Python warnings) to
     <study_dir>/logs/driver.log and turn Tune's own console reporter off; returns the log's path. Call it
-    after `studies.ray_cluster.loopback_local_cluster()` (it imports ray) and before connecting."""
+    after `studies.driver.ray_cluster.loopback_local_cluster()` (it imports ray) and before connecting."""
     import optuna
     import ray  # noqa: F401  (ray installs its console handler when imported: it is replaced below)
 
@@ -200,7 +200,7 @@ class StudyConsole:
 
 def study_header(cfg: Any, study_dir: Path, data: str, home: str | None = None) -> list[str]:
     """The lines that open a study's console: what it runs, within which budgets, on which data, where
-    (`home`: the study's home, `studies.study_home`, of which `study_dir` is the working copy)."""
+    (`home`: the study's home, `studies.storage.study_home`, of which `study_dir` is the working copy)."""
     s = cfg.settings
     budgets = [f"params <= {s.max_params:,}" if s.max_params else "",
                f"{s.gpu_hours:g} device-hours" if s.gpu_hours else "",

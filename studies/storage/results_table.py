@@ -25,7 +25,7 @@ from analysis.results_contract import (
     reached_full_fidelity,
 )
 from analysis.study_layout import RESULTS, trial_log_path
-from studies.trial_run import trial_run
+from studies.spec.trial_run import trial_run
 
 STUDY_ID_KEY = b"vlpet.study_id"  # Parquet metadata: the study (study.json's id) the table belongs to
 
@@ -83,7 +83,7 @@ class ResultsTable(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Close the rows of a trial lost with a killed driver: the table says it runs, the restored
         experiment does not know it (Tune had not saved it yet), and the searcher hands its configuration to
-        this new trial (`studies.searcher`). Its finished epochs stay, marked failed, naming the new trial."""
+        this new trial (`studies.search.searcher`). Its finished epochs stay, marked failed, naming the new trial."""
         live = {t.trial_id for t in trials}
         config = json.dumps(trial_run(trial.config)["params"], sort_keys=True)
         rows = self._rows()

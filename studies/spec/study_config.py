@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from studies.search_space import DESIGNS, METHOD, sample, space_for
-from studies.trial_run import TrialRun
+from studies.spec.search_space import DESIGNS, METHOD, sample, space_for
+from studies.spec.trial_run import TrialRun
 from vlpet.config_base import MAX_SEED, Config, bounded
 from vlpet.data.tasks import get_task
 from vlpet.errors import ConfigError, build_dataclass, closest, holds_password, redact, unknown
@@ -36,11 +36,11 @@ from vlpet.train.config import RunSpec, load_yaml
 SECTIONS = ("study", "search", "run")
 SAMPLERS = ("auto", "front", "tpe", "gp", "random")
 EARLY_STOPPING = ("front", "pareto", "asha", "none")
-TRACKERS = ("mlflow", "tensorboard")  # study.tracking (studies/tracking.py)
+TRACKERS = ("mlflow", "tensorboard")  # study.tracking (studies/driver/tracking.py)
 RENAMED = {"asha": "study.asha is now study.early_stopping: front (the default: stops a trial that cannot reach "
                    "the front at its size), pareto (promotes by Pareto rank in score and params), asha (score "
                    "only, per variant) or none"}
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "embedded.yaml"
+DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "embedded.yaml"
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class StudySettings(Config):
             (grace_period * reduction_factor**k epochs), `pareto` keeps a trial that is among the best
             1/reduction_factor of its rung by Pareto
             rank in (score, trainable params) over all variants (MO-ASHA); `asha` by score alone, per
-            variant (Tune's ASHA); `none` trains every trial to the end (see studies/schedulers.py).
+            variant (Tune's ASHA); `none` trains every trial to the end (see studies/search/schedulers.py).
         seed_noise: score points within which two configurations are a tie: the early stopping's margin,
             and how close to the front a configuration must be to get the extra seeds.
         max_trials: cap on the search's trials (all variants).
@@ -70,7 +70,7 @@ class StudySettings(Config):
         gpu_hours: GPU-hour budget of the whole study (sum over trials of wall time x GPUs).
         optuna_storage: Optuna RDB URL; default sqlite:///<study dir>/optuna.db (PostgreSQL for clusters).
         sampler: Optuna sampler: `auto` (default: by trials_per_variant, `front` below 100 trials, TPE from
-            100), `front` (studies/front_sampler.py: a Gaussian process on the score, each candidate judged by
+            100), `front` (studies/search/front_sampler.py: a Gaussian process on the score, each candidate judged by
             the hypervolume it could add at its known size), `gp` (Optuna's multi-objective GP), `tpe`
             (multi-objective TPE with constant liar) or `random` (the baselines of bench/search_efficiency.py).
         sampler_seed: the study's sampler seed; each variant's sampler is seeded from it and the
@@ -80,7 +80,7 @@ class StudySettings(Config):
             the report says whether the searched front dominates it.
         max_failures: retries of a failed trial (from its last checkpoint).
         tracking: experiment trackers fed from the results table: `mlflow` (one experiment per study, one
-            run per trial) and/or `tensorboard` (event files under <study dir>/tensorboard); studies/tracking.py.
+            run per trial) and/or `tensorboard` (event files under <study dir>/tensorboard); studies/driver/tracking.py.
         mlflow_uri: the MLflow tracking server (default: MLFLOW_TRACKING_URI), checked before any trial.
     """
 

@@ -1,16 +1,16 @@
 """A study: one Ray Tune experiment in which every variant is searched by multi-objective Optuna
-(maximise the average validation score, minimise trainable parameters; `studies.searcher`) with early
-stopping (`studies.schedulers`), then each paper variant's hand-picked configuration as a reference point,
+(maximise the average validation score, minimise trainable parameters; `studies.search.searcher`) with early
+stopping (`studies.search.schedulers`), then each paper variant's hand-picked configuration as a reference point,
 then the front's configurations re-run with more seeds. Every trial
 trains in its Tune trial process, or in a Ray Train worker group for data-parallel runs
-(`studies.trial`).
+(`studies.driver.trial`).
 
 A trial stopped early keeps its rows in the results table with its fidelity, so the frontier is built
 from full-fidelity runs only.
 
 Persistence: the results table (Parquet, written atomically after every report), the Optuna study
 (SQLite or PostgreSQL), Tune's experiment state and the checkpoints all live under the study
-directory, or in the study's home on object storage (`studies.study_home`), so a killed driver, or a
+directory, or in the study's home on object storage (`studies.storage.study_home`), so a killed driver, or a
 lost head node, resumes (`--resume`) with every finished result kept.
 """
 
@@ -31,18 +31,18 @@ from rich.console import Console
 from analysis.pareto import pareto_front
 from analysis.results_contract import REFERENCE, SEARCH, SEEDS, final_rows
 from analysis.study_layout import RESULTS, RESULTS_CSV
-from studies import study_dir as study_dirs
-from studies.console import ConsoleCallback, StudyConsole
-from studies.interrupts import GracefulStop
-from studies.results_table import ResultsTable, results_study_id
-from studies.schedulers import study_scheduler
-from studies.searcher import sampler_for_budget, study_searcher, trials_per_variant
-from studies.stopper import DeviceHoursStopper
-from studies.study_config import StudyConfig
-from studies.study_home import HomeSync, StudyHome
-from studies.tracking import Tracking, mlflow_uri
-from studies.trial import run_trial
-from studies.trial_run import RUN, TrialRun
+from studies.driver.console import ConsoleCallback, StudyConsole
+from studies.driver.interrupts import GracefulStop
+from studies.driver.stopper import DeviceHoursStopper
+from studies.driver.tracking import Tracking, mlflow_uri
+from studies.driver.trial import run_trial
+from studies.search.schedulers import study_scheduler
+from studies.search.searcher import sampler_for_budget, study_searcher, trials_per_variant
+from studies.spec.study_config import StudyConfig
+from studies.spec.trial_run import RUN, TrialRun
+from studies.storage import study_dir as study_dirs
+from studies.storage.results_table import ResultsTable, results_study_id
+from studies.storage.study_home import HomeSync, StudyHome
 from vlpet.train.ray_trainer import check_resources
 
 
@@ -85,11 +85,11 @@ class Study:
     """One study: its config, its directory (results table, Optuna storage, study.json), where Tune keeps
     its state, the trainable of its trials, and the phases that fill the results table.
 
-    `home`: where the study lives when it is not only on this machine (`studies.study_home`): Tune's state
+    `home`: where the study lives when it is not only on this machine (`studies.storage.study_home`): Tune's state
     goes there, and the study's files after each change; `study_dir` is then its working copy.
-    `console`: where the study's progress is shown (`studies.console`; default: quiet, as benchmarks and
+    `console`: where the study's progress is shown (`studies.driver.console`; default: quiet, as benchmarks and
     tests want it). `trainable` is for benchmarks that replay recorded trials instead of training them.
-    Expects Ray to be initialised (see studies.ray_cluster.connect)."""
+    Expects Ray to be initialised (see studies.driver.ray_cluster.connect)."""
 
     def __init__(self, cfg: StudyConfig, study_dir: Path, storage_path: str | None = None, resume: bool = False,
                  trainable: Any = None, console: Console | None = None, home: StudyHome | None = None):
@@ -113,7 +113,7 @@ class Study:
     def run(self) -> pd.DataFrame:
         """Check the cluster, search every variant, train the paper's configurations, re-run the front with
         extra seeds, and return the results table (also written as results.csv). A first SIGINT or SIGTERM
-        ends it after the running experiment is saved, with `StudyInterrupted` (studies.interrupts)."""
+        ends it after the running experiment is saved, with `StudyInterrupted` (studies.driver.interrupts)."""
         check_resources(self.cfg.run.train)
         if not self.resume:
             study_dirs.write(self.dir, self.record)

@@ -6,7 +6,7 @@ from typing import Any
 
 from ray import tune
 
-from studies.results_table import ResultsTable
+from studies.storage.results_table import ResultsTable
 
 
 class DeviceHoursStopper(tune.Stopper):

@@ -103,4 +103,4 @@ def connect(address: str | None = None, num_cpus: int | None = None, **init_kwar
     node = ray.util.get_node_ip_address()
     if node != LOOPBACK:
         print(f"warning: the local Ray cluster listens on {node}, not only on loopback: ray was imported before "
-              f"studies.ray_cluster.loopback_local_cluster() (or {LOOPBACK_ENV} is set)", file=sys.stderr)
+              f"studies.driver.ray_cluster.loopback_local_cluster() (or {LOOPBACK_ENV} is set)", file=sys.stderr)

@@ -3,9 +3,9 @@ the search asks of it. A candidate's trainable-parameter count is known before i
 two objectives only the score is uncertain:
 
 - `expected_improvement`: how much hypervolume a candidate of known size could add, given a predicted
-  score (mean and std). The sampler (`studies.front_sampler`) draws the candidate that maximises it.
+  score (mean and std). The sampler (`studies.search.front_sampler`) draws the candidate that maximises it.
 - `CurveRule`: whether a running trial can still reach the front at its size, judged by the finished
-  trials' learning curves (`FrontStopping` in `studies.schedulers` asks it at every epoch).
+  trials' learning curves (`FrontStopping` in `studies.search.schedulers` asks it at every epoch).
 
 Plain numbers in, plain answers out: no Tune or Optuna here, so a simulated search (benchmarks, tests)
 drives exactly the rule and the acquisition that a study uses.

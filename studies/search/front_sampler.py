@@ -1,6 +1,6 @@
 """An Optuna sampler for PET studies (`study.sampler: front`): it models the score only, since a
 candidate's trainable-parameter count is known before it trains, and draws the candidate that could add
-the most hypervolume to the study's front at its known size (`studies.front_model.expected_improvement`).
+the most hypervolume to the study's front at its known size (`studies.search.front_model.expected_improvement`).
 
 - The score model is a Gaussian process (scikit-learn) over the variant's completed trials, inputs scaled
   to [0, 1] (log scale for log distributions and for numeric choices spanning 4x or more). With one
@@ -29,7 +29,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-from studies.front_model import expected_improvement, front_points
+from studies.search.front_model import expected_improvement, front_points
 
 MAX_CANDIDATES = 4096
 RANDOM_CANDIDATES = 512

@@ -1,0 +1,1 @@
+"""What a study is: its validated config, the search spaces, what a trial is given (no Ray)."""
