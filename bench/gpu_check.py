@@ -68,7 +68,7 @@ def one_gpu_trial(gpus: float, epochs: int) -> dict[str, float]:
 
     from studies.driver.ray_cluster import connect
     from studies.driver.study import run_study
-    from studies.spec.study_config import load_study, study_from_dict
+    from studies.plan.study_config import load_study, study_from_dict
 
     data = load_study(None).to_dict()
     data["study"].update(name="gpu-check", variants=["vlpet-large"], trials_per_variant=1, paper_reference=False, seeds=1,
@@ -91,7 +91,7 @@ def one_gpu_trial(gpus: float, epochs: int) -> dict[str, float]:
 def scores_on(device: str, epochs: int) -> dict[str, float]:
     """Part 3, one side: the embedded default's VL-PET-large trained on `device` for `epochs`; its scores."""
     from analysis.results_contract import TASK_PREFIX
-    from studies.spec.study_config import load_study
+    from studies.plan.study_config import load_study
     from vlpet.train.loop import WorkerContext, run_training
 
     spec = load_study(None).first_spec("vlpet-large").replace(train={"epochs": epochs})

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, runner: str, default_study: bool = False) -> t
 
     from studies.driver.ray_cluster import connect
     from studies.driver.study import run_study
-    from studies.spec.study_config import load_study, study_from_dict
+    from studies.plan.study_config import load_study, study_from_dict
 
     data = load_study(None if default_study else args.config).to_dict()
     if not default_study:

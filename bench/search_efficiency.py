@@ -45,7 +45,7 @@ from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d, hypervolume_
 from analysis.results_contract import PRUNED, REPORT_COLUMNS, final_rows, task_columns
 from analysis.study_layout import STUDY_JSON
 from studies.driver.ray_cluster import loopback_local_cluster
-from studies.spec.trial_run import trial_run
+from studies.plan.trial_run import trial_run
 from vlpet.errors import entry_point
 
 # The grid: every default variant x 6 settings, the searched knobs of each method's embedded space
@@ -80,7 +80,7 @@ def grid_points(cfg: Any) -> list[tuple[str, dict[str, Any]]]:
 
 def study_data(epochs: int) -> dict[str, Any]:
     """The embedded study restricted to the grid's space (`search:` choices) with `epochs` epochs."""
-    from studies.spec.study_config import load_study
+    from studies.plan.study_config import load_study
 
     data = load_study(None).to_dict()
     data["study"].update(early_stopping="none", seeds=1, max_concurrent_trials=2, paper_reference=False)
@@ -95,7 +95,7 @@ def record_grid(data: dict[str, Any], grid_dir: Path) -> pd.DataFrame:
     from rich.console import Console
 
     from studies.driver.study import Study
-    from studies.spec.study_config import study_from_dict
+    from studies.plan.study_config import study_from_dict
 
     cfg = study_from_dict(data)
     grid_dir = grid_dir.resolve()
@@ -144,8 +144,8 @@ def run_arm(data: dict[str, Any], arm: tuple[str, str, int], seed: int, trials: 
     from ray import tune
 
     from studies.driver.study import Study
+    from studies.plan.study_config import study_from_dict
     from studies.search.searcher import trials_per_variant
-    from studies.spec.study_config import study_from_dict
 
     sampler, early_stopping, grace = arm
     data = {**data, "study": {**data["study"], "sampler": sampler, "early_stopping": early_stopping,
@@ -229,7 +229,7 @@ def main() -> int:
 
     from analysis.plots import save_figures
     from studies.driver.ray_cluster import connect
-    from studies.spec.study_config import study_from_dict
+    from studies.plan.study_config import study_from_dict
 
     data = study_data(args.epochs)
     cfg = study_from_dict(data)

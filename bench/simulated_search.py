@@ -28,7 +28,7 @@ import optuna
 import pandas as pd
 
 from analysis.hypervolume import hypervolume_2d
-from studies.spec.trial_run import RUN
+from studies.plan.trial_run import RUN
 
 
 class Problem(Protocol):
@@ -166,7 +166,7 @@ class TuneSearch:
 @functools.cache
 def embedded_settings() -> Any:
     """The embedded study's settings (read once: loading the study checks its whole config)."""
-    from studies.spec.study_config import load_study
+    from studies.plan.study_config import load_study
 
     return load_study(None).settings
 

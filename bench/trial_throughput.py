@@ -42,7 +42,7 @@ def set_arm(arm: dict[str, Any]) -> None:
 
 
 def spec_of(variant: str, arm: dict[str, Any], root: Path, epochs: int) -> Any:
-    from studies.spec.study_config import load_study
+    from studies.plan.study_config import load_study
 
     spec = load_study(None).first_spec(variant)
     return spec.replace(data={"root": str(root)}, backbone={"dropout": arm["dropout"]},

@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_config(args: argparse.Namespace):
     """The study config with command-line overrides, validated."""
-    from studies.spec.study_config import DEFAULT_CONFIG, study_from_dict
+    from studies.plan.study_config import DEFAULT_CONFIG, study_from_dict
     from vlpet.train.config import load_yaml
 
     return study_from_dict(with_overrides(load_yaml(args.config or DEFAULT_CONFIG), args))
@@ -83,7 +83,7 @@ def load_config(args: argparse.Namespace):
 def resumed_config(args: argparse.Namespace, study_dir: Path):
     """A resumed study's config: the one in its study.json. A --config or flag that would change it is an
     error (a study keeps its config; a changed one is another study)."""
-    from studies.spec.study_config import study_from_dict
+    from studies.plan.study_config import study_from_dict
     from studies.storage import study_dir as study_dirs
     from vlpet.errors import ConfigError
 

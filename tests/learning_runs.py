@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from studies.spec.study_config import load_study
+from studies.plan.study_config import load_study
 from vlpet.checkpoint import load_pet_model
 from vlpet.data import build_dataset, build_loader, get_task
 from vlpet.train.evaluate import predict

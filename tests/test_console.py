@@ -16,7 +16,7 @@ from rich.console import Console
 from analysis.report import build_report
 from studies.driver import console as console_module
 from studies.driver.console import StudyConsole, route_driver_logs, study_header, study_summary, trial_line
-from studies.spec.study_config import study_from_dict
+from studies.plan.study_config import study_from_dict
 from tests.test_analysis import sample_study, study
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from analysis.results_contract import COMPLETED, PRUNED, ROW_KEYS, TASK_PREFIX, final_rows, is_full_fidelity
-from studies.spec.trial_run import RUN
+from studies.plan.trial_run import RUN
 from studies.storage.results_table import ResultsTable
 from tests.test_train import small_spec
 from vlpet.config_base import Config, bounded

@@ -91,7 +91,7 @@ def test_nan_trial_fails_cleanly_and_the_study_goes_on(bench, tokenizer_dir, tmp
 
     from studies.driver.ray_cluster import connect
     from studies.driver.study import run_study
-    from studies.spec.study_config import study_from_dict
+    from studies.plan.study_config import study_from_dict
 
     data = study_dict(bench, tokenizer_dir, variants=["vlpet-large"], trials_per_variant=2, max_concurrent_trials=2,
                       early_stopping="none", paper_reference=False, max_failures=0)

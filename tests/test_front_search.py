@@ -16,11 +16,11 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from analysis.results_contract import COMPLETED, SEARCH
 from studies.driver.study import frontier_configs
+from studies.plan.study_config import StudySettings
+from studies.plan.trial_run import RUN
 from studies.search.front_model import CurveRule, expected_improvement, front_points
 from studies.search.front_sampler import FrontSampler
 from studies.search.schedulers import FrontStopping, ParetoASHA, study_scheduler
-from studies.spec.study_config import StudySettings
-from studies.spec.trial_run import RUN
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 

@@ -1,6 +1,6 @@
 """The import contracts of pyproject.toml ([tool.importlinter]) hold for the tree, and catch what they forbid:
 an upward import (the core library importing the study side), a cycle among a package's modules, an import
-between the study side's independent layers, and Ray in the study's spec."""
+between the study side's independent layers, and Ray in the study's plan."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ PACKAGES = ("vlpet", "analysis", "studies", "cluster")
 
 # (module file, line appended to it, what lint-imports must then say)
 PLANTED = {
-    "upward import": ("vlpet/params.py", "import studies.spec.trial_run", "vlpet is not allowed to import studies"),
+    "upward import": ("vlpet/params.py", "import studies.plan.trial_run", "vlpet is not allowed to import studies"),
     "cycle": ("analysis/table.py", "import analysis.report", "No cycles are allowed in analysis"),
     "sideways in studies": ("studies/storage/results_table.py", "import studies.search.front_model",
                             "studies.storage is not allowed to import studies.search"),
-    "ray in the spec": ("studies/spec/search_space.py", "import ray", "studies.spec is not allowed to import ray"),
+    "ray in the plan": ("studies/plan/search_space.py", "import ray", "studies.plan is not allowed to import ray"),
 }
 
 

@@ -10,9 +10,9 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from analysis.pareto import pareto_ranks
+from studies.plan.study_config import StudySettings
+from studies.plan.trial_run import RUN
 from studies.search.schedulers import ParetoASHA, study_scheduler
-from studies.spec.study_config import StudySettings
-from studies.spec.trial_run import RUN
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 

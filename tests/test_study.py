@@ -15,11 +15,11 @@ import yaml
 
 from studies.driver.study import frontier_configs
 from studies.frontier import main as frontier_main
+from studies.plan.search_space import DESIGNS
+from studies.plan.study_config import load_study, study_from_dict
+from studies.plan.trial_run import RUN
 from studies.search.front_sampler import FrontSampler
 from studies.search.searcher import OptunaVariantSearch, VariantSpace, optuna_sampler, variant_seed
-from studies.spec.search_space import DESIGNS
-from studies.spec.study_config import load_study, study_from_dict
-from studies.spec.trial_run import RUN
 from studies.storage.results_table import ResultsTable
 from tests.conftest import SMALL
 from vlpet.errors import ConfigError

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from analysis.results_contract import COMPLETED, PRUNED, SEARCH, SEEDS, SKIPPED
-from studies.spec.study_config import study_from_dict
+from studies.plan.study_config import study_from_dict
 from tests.test_study import final_rows, study_dict
 
 
@@ -89,7 +89,7 @@ def test_front_early_stopping_stops_a_hopeless_trial_and_tells_optuna(ray_local,
         a flat 10 below (hopeless), at the trial's true size (defined here: Ray pickles it by value)."""
         import time
 
-        from studies.spec.trial_run import trial_run
+        from studies.plan.trial_run import trial_run
 
         run = trial_run(config)
         scores = [50.0, 60.0, 70.0, 80.0] if run["params"]["lr"] >= 1e-4 else [10.0] * 4

@@ -14,7 +14,7 @@ import yaml
 from analysis.study_layout import RESULTS
 from studies.driver.interrupts import GracefulStop, StudyInterrupted
 from studies.frontier import main as frontier_main
-from studies.spec.study_config import study_from_dict
+from studies.plan.study_config import study_from_dict
 from studies.storage.results_table import ResultsTable, results_study_id
 from studies.storage.study_dir import describe, recorded, write
 from tests.test_study import study_dict

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from studies.spec.study_config import load_study, study_from_dict
+from studies.plan.study_config import load_study, study_from_dict
 from tests.conftest import SMALL_VIDEO
 from vlpet.data import DataConfig, build_dataset, build_loader, get_task, load_examples
 from vlpet.data.features import NpzFrameStore, fit_frames

@@ -36,10 +36,10 @@ from studies.driver.interrupts import GracefulStop
 from studies.driver.stopper import DeviceHoursStopper
 from studies.driver.tracking import Tracking, mlflow_uri
 from studies.driver.trial import run_trial
+from studies.plan.study_config import StudyConfig
+from studies.plan.trial_run import RUN, TrialRun
 from studies.search.schedulers import study_scheduler
 from studies.search.searcher import sampler_for_budget, study_searcher, trials_per_variant
-from studies.spec.study_config import StudyConfig
-from studies.spec.trial_run import RUN, TrialRun
 from studies.storage import study_dir as study_dirs
 from studies.storage.results_table import ResultsTable, results_study_id
 from studies.storage.study_home import HomeSync, StudyHome

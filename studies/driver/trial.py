@@ -19,7 +19,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from analysis.results_contract import SKIPPED
 from analysis.study_layout import LOGS, trial_log_path
-from studies.spec.trial_run import trial_run
+from studies.plan.trial_run import trial_run
 from vlpet.output import output_to
 from vlpet.train.ray_trainer import make_trainer
 

@@ -22,9 +22,9 @@ import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from analysis.pareto import pareto_ranks
+from studies.plan.study_config import StudySettings
+from studies.plan.trial_run import trial_run
 from studies.search.front_model import CurveRule
-from studies.spec.study_config import StudySettings
-from studies.spec.trial_run import trial_run
 
 
 def study_scheduler(settings: StudySettings, max_epochs: int) -> TrialScheduler:

@@ -25,9 +25,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from analysis.results_contract import SKIPPED, reached_full_fidelity
 from analysis.study_layout import OPTUNA_DB
+from studies.plan.study_config import StudyConfig, StudySettings
+from studies.plan.trial_run import RUN
 from studies.search.front_sampler import FrontSampler, StudyFront
-from studies.spec.study_config import StudyConfig, StudySettings
-from studies.spec.trial_run import RUN
 from vlpet.errors import ConfigError, redact
 
 OBJECTIVES = (["score", "params"], ["max", "min"])

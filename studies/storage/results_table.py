@@ -25,7 +25,7 @@ from analysis.results_contract import (
     reached_full_fidelity,
 )
 from analysis.study_layout import RESULTS, trial_log_path
-from studies.spec.trial_run import trial_run
+from studies.plan.trial_run import trial_run
 
 STUDY_ID_KEY = b"vlpet.study_id"  # Parquet metadata: the study (study.json's id) the table belongs to
 

@@ -1,5 +1,5 @@
 """What a method declares about its own search: the distributions of its default search space and the rules
-that keep every draw a valid config. The study's searcher (`studies/spec/search_space.py`) reads them from the
+that keep every draw a valid config. The study's searcher (`studies/plan/search_space.py`) reads them from the
 method class and knows no method by name.
 
 A space maps a config field, or `lr` (the learning rate), to a distribution. A `DrawRule` makes a field

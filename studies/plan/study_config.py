@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from studies.spec.search_space import DESIGNS, METHOD, sample, space_for
-from studies.spec.trial_run import TrialRun
+from studies.plan.search_space import DESIGNS, METHOD, sample, space_for
+from studies.plan.trial_run import TrialRun
 from vlpet.config_base import MAX_SEED, Config, bounded
 from vlpet.data.tasks import get_task
 from vlpet.errors import ConfigError, build_dataclass, closest, holds_password, redact, unknown

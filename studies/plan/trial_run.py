@@ -10,7 +10,7 @@ RUN = "run"
 
 
 class TrialRun(TypedDict):
-    """Everything one trial needs, computed on the driver (`studies.spec.study_config.StudyConfig.describe_trial`)."""
+    """Everything one trial needs, computed on the driver (`studies.plan.study_config.StudyConfig.describe_trial`)."""
 
     search: str  # the study variant whose search the trial belongs to
     variant: str  # what it runs: the variant, or for `designs` the drawn combination
