@@ -1,11 +1,11 @@
 """Analysis of a VL-PET study: efficiency-effectiveness frontiers, hypervolume, and the paper-table report.
 
-    from analysis import frontier, load_results
-    result = frontier(load_results("runs/my-study"))    # FrontierResult
-    python -m analysis.report runs/my-study              # report/ with plots, CSVs and report.md
+    from analysis import find_fronts, load_results
+    result = find_fronts(load_results("runs/my-study"))    # FrontierResult
+    vlpet-report runs/my-study                           # report/ with plots, CSVs and report.md
 """
 
-from analysis.fronts import FrontierResult, frontier
+from analysis.fronts import FrontierResult, find_fronts
 from analysis.hypervolume import DEFAULT_REFERENCE, hypervolume_2d, hypervolume_history
 from analysis.pareto import pareto_front
 from analysis.table import AnalysisError, load_results
@@ -14,7 +14,7 @@ __all__ = [
     "DEFAULT_REFERENCE",
     "AnalysisError",
     "FrontierResult",
-    "frontier",
+    "find_fronts",
     "hypervolume_2d",
     "hypervolume_history",
     "load_results",

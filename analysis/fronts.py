@@ -41,7 +41,7 @@ class FrontierResult:
         return task_columns(self.trials)
 
 
-def frontier(
+def find_fronts(
     results: pd.DataFrame,
     score_col: str = "score",
     params_col: str = "params_pct",

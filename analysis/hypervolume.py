@@ -48,7 +48,7 @@ def hypervolume_history(
     `compute_s` (sum of the final `wall_time_s` of all trials finished so far), `epochs` (epochs trained by
     them, the compute measure that does not depend on the machine) and `hypervolume`.
     Each full-fidelity trial is its own point (seeds are not averaged), so the curve is the best found so far
-    and never decreases; with one seed per configuration its last value equals `frontier(...).hypervolume`.
+    and never decreases; with one seed per configuration its last value equals `find_fronts(...).hypervolume`.
     """
     df, _ = check_columns(results, score_col, params_col)
     trials = final_rows(df)

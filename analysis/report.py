@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.fronts import FrontierResult, frontier, mean_std, paper_references
+from analysis.fronts import FrontierResult, find_fronts, mean_std, paper_references
 from analysis.hypervolume import hypervolume_2d, hypervolume_history
-from analysis.paper_table import TASKS, baselines_note, paper_table, resolve_backbone
+from analysis.paper_table import PAPER_TASKS, baselines_note, paper_table, resolve_backbone
 from analysis.plots import frontier_figure, hypervolume_figure, save_figures
 from analysis.results_contract import PRUNED, TASK_PREFIX, task_name
 from analysis.standalone import standalone_html
@@ -44,7 +44,7 @@ def build_report(study_dir: Path, backbone: str | None = None, png: bool = True)
     results = load_results(study_dir)
     backbone, source = (backbone, "--backbone") if backbone else _study_backbone(study_dir)
     backbone = resolve_backbone(backbone)
-    result = frontier(results)
+    result = find_fronts(results)
     history = hypervolume_history(results)
     final = study_dir / REPORT
     if final.exists() and not final.is_dir():
@@ -309,7 +309,7 @@ def _paper_section(result: FrontierResult, backbone: str) -> str:
     """Our best configuration per variant beside the paper's Table 2 (+ Table 9 when the study has its
     variants), then the shape: ranks and budget winners. Video-only studies get a note instead: the
     paper's video-text table is not available to this project."""
-    if not {task_name(c) for c in result.tasks} & set(TASKS):
+    if not {task_name(c) for c in result.tasks} & set(PAPER_TASKS):
         return "\n".join(["## Beside the paper", "",
                           (f"This study's tasks ({', '.join(task_name(c) for c in result.tasks)}) are video-text "
                            "tasks; the paper's video-text results table is not available to this project, so there "
@@ -339,11 +339,11 @@ def _paper_section(result: FrontierResult, backbone: str) -> str:
 
 
 def _side_by_side(paper: pd.DataFrame, ours: pd.DataFrame, result: FrontierResult) -> pd.DataFrame:
-    ours_cols = {"params_pct": result.params_col, **{t: f"{TASK_PREFIX}{t}" for t in TASKS}, "avg": result.score_col}
+    ours_cols = {"params_pct": result.params_col, **{t: f"{TASK_PREFIX}{t}" for t in PAPER_TASKS}, "avg": result.score_col}
     rows = paper.set_index("variant").reindex([*paper["variant"], *sorted(set(ours.index) - set(paper["variant"]))])
     mine = ours.reindex(rows.index)
     table = {"method": rows["method"].fillna(rows.index.to_series()), "variant": rows.index}
-    names = {"params_pct": "Params %", **TASKS, "avg": "Avg"}
+    names = {"params_pct": "Params %", **PAPER_TASKS, "avg": "Avg"}
     for col, our_col in ours_cols.items():
         values = mine[our_col] if our_col in mine else [np.nan] * len(rows)
         stds = rows[f"{col}_std"] if f"{col}_std" in rows else [np.nan] * len(rows)

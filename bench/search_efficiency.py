@@ -133,7 +133,7 @@ def replay(config: dict[str, Any], cfg: Any, grid: dict[tuple, list[dict[str, An
     from ray import tune
 
     run = trial_run(config)
-    for report in grid[grid_key(cfg, run["search"], run["params"])]:
+    for report in grid[grid_key(cfg, run["search"], run["config"])]:
         time.sleep(EPOCH_S)
         tune.report(dict(report))
 

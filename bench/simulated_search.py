@@ -146,7 +146,7 @@ class TuneSearch:
             return None
         self.trials[trial] = SimpleNamespace(trial_id=str(trial), config=config)
         self.scheduler.on_trial_add(None, self.trials[trial])
-        return config[RUN]["params"]
+        return config[RUN]["config"]
 
     def report(self, trial: int, epoch: int, score: float, size: float) -> bool:
         from ray.tune.schedulers import TrialScheduler

@@ -84,15 +84,15 @@ def resumed_config(args: argparse.Namespace, study_dir: Path):
     """A resumed study's config: the one in its study.json. A --config or flag that would change it is an
     error (a study keeps its config; a changed one is another study)."""
     from studies.plan.study_config import study_from_dict
-    from studies.storage import study_dir as study_dirs
+    from studies.storage import study_record
     from vlpet.errors import ConfigError
 
-    recorded = study_from_dict(study_dirs.recorded_config(study_dirs.recorded(study_dir)))
+    recorded = study_from_dict(study_record.recorded_config(study_record.recorded(study_dir)))
     given = load_config(args) if args.config else study_from_dict(with_overrides(recorded.to_dict(), args))
-    diff = study_dirs.first_difference(recorded.to_dict(), given.to_dict())
+    diff = study_record.first_difference(recorded.to_dict(), given.to_dict())
     if diff:
         key, old, new = diff
-        raise ConfigError(f"--resume: {key} is {old!r} in {study_dir / study_dirs.STUDY_JSON} but {new!r} in the "
+        raise ConfigError(f"--resume: {key} is {old!r} in {study_dir / study_record.STUDY_JSON} but {new!r} in the "
                           f"given config/flags; a resumed study keeps its config: drop the change, or start a new "
                           f"study (--name)")
     return recorded
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from studies.driver.interrupts import StudyInterrupted
     from studies.driver.study import run_study
     from studies.search.searcher import optuna_storage
-    from studies.storage.study_dir import check_study_dir
+    from studies.storage.study_record import check_study_dir
     from vlpet.data.dataset import check_data
 
     check_study_dir(study_dir.resolve(), args.resume)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis import AnalysisError, frontier, hypervolume_2d, hypervolume_history, load_results, pareto_front, plots
+from analysis import AnalysisError, find_fronts, hypervolume_2d, hypervolume_history, load_results, pareto_front, plots
 from analysis.report import write_report
 from studies.report_command import main
 
@@ -120,18 +120,18 @@ def test_hypervolume_history_is_monotone_and_counts_pruned_compute():
 
 
 def test_pruned_and_unfinished_trials_never_on_the_front():
-    res = frontier(sample_study())
+    res = find_fronts(sample_study())
     trials = res.trials.set_index("trial_id")
     assert trials.loc["t4", "score"] == 99.0 and not trials.loc["t4", "full_fidelity"]
     assert not trials.loc["t4", "on_front"] and "prompt" not in set(res.front["variant"])
     assert list(res.front["variant"]) == ["bitfit", "vlpet-large"]
     assert trials["on_front"].sum() == 2  # t1 and t2 (t5 is a worse seed of t2's configuration)
     running = study({"trial_id": "r", "variant": "lora", "pct": 0.1, "score": 99, "status": "running", "epochs": 3})
-    assert not frontier(pd.concat([sample_study(), running])).trials.set_index("trial_id").loc["r", "on_front"]
+    assert not find_fronts(pd.concat([sample_study(), running])).trials.set_index("trial_id").loc["r", "on_front"]
 
 
 def test_seeds_are_aggregated_by_config_without_seed():
-    res = frontier(sample_study())
+    res = find_fronts(sample_study())
     row = res.aggregated.set_index("variant").loc["vlpet-large"]
     assert row["n_seeds"] == 2 and row["seeds"] == "0, 1" and row["trial_ids"] == "t2, t5"
     assert row["score"] == pytest.approx(78.5)
@@ -143,14 +143,14 @@ def test_seeds_are_aggregated_by_config_without_seed():
     assert set(res.per_task) == {"vqa", "gqa"} and list(res.per_task["vqa"]["variant"]) == ["bitfit", "vlpet-large"]
     # a different learning rate is a different configuration
     other = study({"trial_id": "t7", "variant": "vlpet-large", "pct": 4.16, "score": 70.0, "seed": 2, "lr": 1e-4})
-    assert len(frontier(pd.concat([sample_study(), other])).aggregated.query("variant == 'vlpet-large'")) == 2
+    assert len(find_fronts(pd.concat([sample_study(), other])).aggregated.query("variant == 'vlpet-large'")) == 2
 
 
 def test_a_configuration_run_twice_on_one_seed_is_one_seed():
     """A search that ran out of unseen points trains a known one again, on the same seed: one seed, not two
     with a spread of 0 (seen in a study of bitfit's two learning rates in three trials)."""
     again = study({"trial_id": "t8", "variant": "vlpet-large", "pct": 4.16, "score": 79.0, "seed": 0, "lr": 1e-3})
-    row = frontier(pd.concat([sample_study(), again])).aggregated.set_index("variant").loc["vlpet-large"]
+    row = find_fronts(pd.concat([sample_study(), again])).aggregated.set_index("variant").loc["vlpet-large"]
     assert row["n_seeds"] == 2 and row["seeds"] == "0, 1" and row["trial_ids"] == "t5, t8"
 
 
@@ -161,18 +161,18 @@ def test_tie_marks_and_noise_note_say_which_differences_are_inside_the_seed_spre
                    for v, pct, base in (("full", 100.0, 80), ("vlpet-large", 4.16, 79), ("lora", 5.93, 70))
                    for k, d in ((0, 1), (1, -1))),
                  {"trial_id": "b0", "variant": "bitfit", "pct": 1.21, "score": 60.0})
-    best = frontier(rows).best_per_variant
+    best = find_fronts(rows).best_per_variant
     assert list(best["variant"]) == ["full", "vlpet-large", "lora", "bitfit"]
     assert tie_marks(best, "score") == ["", "≈ full", "", "—"]
     note = noise_note(best, "score")
     assert "median 1.41, max 1.41 over 3 configuration(s)" in note and "1 row(s) have one seed only" in note
-    single = frontier(sample_study().query("seed == 0")).best_per_variant
+    single = find_fronts(sample_study().query("seed == 0")).best_per_variant
     assert set(tie_marks(single, "score")) == {"—"} and "Ranking not established" in noise_note(single, "score")
 
 
 def test_constant_note_names_the_variants_that_do_not_clear_the_best_constant_answer():
     from analysis.report import constant_note
-    best = frontier(sample_study()).best_per_variant  # score_vqa = score + 1, score_gqa = score - 1
+    best = find_fronts(sample_study()).best_per_variant  # score_vqa = score + 1, score_gqa = score - 1
     note = constant_note(best, {"vqa": 60.0, "gqa": 60.0})
     assert "vqa 60.00, gqa 60.00" in note and "bitfit (vqa, gqa)" in note and "vlpet-large" not in note
     assert "clears it by 10 points or more" in constant_note(best, {"vqa": 10.0, "gqa": 10.0})
@@ -181,7 +181,7 @@ def test_constant_note_names_the_variants_that_do_not_clear_the_best_constant_an
 
 def test_nan_scores_are_left_out_and_reported():
     df = pd.concat([sample_study(), study({"trial_id": "n", "variant": "lora", "pct": 0.5, "score": NAN, "seed": 1})])
-    res = frontier(df)  # n is a second seed of t3's configuration
+    res = find_fronts(df)  # n is a second seed of t3's configuration
     assert res.aggregated.set_index("variant").loc["lora", "trial_ids"] == "t3"
     assert not res.trials.set_index("trial_id").loc["n", "on_front"]
     assert any("1 completed full-fidelity trial(s) have a NaN `score`" in w and w.endswith(": n") for w in res.warnings)
@@ -190,10 +190,10 @@ def test_nan_scores_are_left_out_and_reported():
 
 def test_missing_and_derivable_columns():
     with pytest.raises(AnalysisError, match="`score`"):
-        frontier(sample_study().drop(columns="score"))
+        find_fronts(sample_study().drop(columns="score"))
     with pytest.raises(AnalysisError, match="empty"):
-        frontier(sample_study().iloc[:0])
-    res = frontier(sample_study().drop(columns=["params_pct", "config", "wall_time_s"]))
+        find_fronts(sample_study().iloc[:0])
+    res = find_fronts(sample_study().drop(columns=["params_pct", "config", "wall_time_s"]))
     assert res.front["params_pct"].tolist() == pytest.approx([1.21, 4.16])
     assert any("derived from `params` and `total_params`" in w for w in res.warnings)
     assert any("no `config` column" in w for w in res.warnings)
@@ -356,7 +356,7 @@ def test_cli_entry_point_exit_status(tmp_path):
 def test_static_images_are_drawn_without_a_browser(tmp_path):
     """PNG and SVG of the frontier and the hypervolume history from matplotlib, beside the HTML: the
     images hold the figure's points (the front's markers, the hollow pruned one) and its labels."""
-    result = frontier(sample_study())
+    result = find_fronts(sample_study())
     plots.save_figures({tmp_path / "frontier": plots.frontier_figure(result),
                         tmp_path / "hypervolume": plots.hypervolume_figure(
                             {"s": hypervolume_history(sample_study())}, result.reference)})

@@ -146,18 +146,18 @@ def row(trial_id: str, params: int, score: float, phase: str = SEARCH) -> dict:
 def test_only_the_front_and_what_is_within_seed_noise_of_it_get_a_second_seed():
     table = pd.DataFrame([row("a", 10, 60.0), row("b", 20, 70.0), row("near", 30, 69.5), row("far", 40, 65.0),
                           row("ref", 15, 59.5, phase="reference")])
-    picked = lambda noise: sorted(p["params"]["rank"] for p in frontier_configs(table, noise))
+    picked = lambda noise: sorted(p["config"]["rank"] for p in frontier_configs(table, noise))
     assert picked(0.0) == [10, 20]
     # "near" is 0.5 under "b" (fewer params), the paper's "ref" 0.5 under "a": within 1 point one seed does not
     # establish that they are off the front, so they get a seed too; "far" is 5 under "b" and does not
     assert picked(1.0) == [10, 15, 20, 30]
     # a configuration the search trained twice (its space ran out of unseen points) gets its extra seeds once
-    assert picked(0.0) == [10, 20] and sorted(p["params"]["rank"] for p in frontier_configs(
+    assert picked(0.0) == [10, 20] and sorted(p["config"]["rank"] for p in frontier_configs(
         pd.concat([table, pd.DataFrame([row("b again", 20, 70.0)])]), 0.0)) == [10, 20]
 
 
 def test_the_report_names_paper_configurations_stopped_because_they_could_not_reach_the_front():
-    from analysis import frontier
+    from analysis import find_fronts
     from analysis.report import summary_lines
     from tests.test_analysis import study
 
@@ -166,7 +166,7 @@ def test_the_report_names_paper_configurations_stopped_because_they_could_not_re
                   {"trial_id": "r1", "variant": "bitfit", "pct": 3.0, "score": 65.0},
                   {"trial_id": "r2", "variant": "adapter", "pct": 5.0, "score": 50.0, "status": "pruned", "epochs": 2})
     table["phase"] = table["trial_id"].map({"s1": "search", "s2": "search", "r1": "reference", "r2": "reference"})
-    lines = summary_lines(frontier(table))
+    lines = summary_lines(find_fronts(table))
     assert ("the paper's hand-picked configurations: the search dominated 1 of 2 (bitfit); 1 more could not "
             "reach its front and were stopped early (adapter)") in lines
     # what stopping saved: s2 stopped after 1 of 3 epochs (2 x 10 s), r2 after 2 (1 x 100 s): 3 of 3 + 1 + 3 + 2 + 3

@@ -197,7 +197,7 @@ def test_designs_space_draws_every_combination_and_only_valid_ones(bench, tokeni
     seen = {"method": set(), "gate": set(), "lightweight": set()}
     for _ in range(200):
         trial = space(study.ask())[RUN]
-        params, method = trial["params"], method_from_dict(trial["spec"]["method"])
+        params, method = trial["config"], method_from_dict(trial["spec"]["method"])
         assert RunSpec.from_dict(trial["spec"]).method == method and trial["trainable"] > 0
         assert (method.method, method.gate, method.lightweight) == (params["method"], params["gate"],
                                                                     params["lightweight"])
@@ -220,7 +220,7 @@ def test_designs_trial_row_names_the_combination_and_seed_reruns_rebuild_it(benc
     assert (row["variant"], row["search"], row["method"]) == ("compacter+g-large+lw", DESIGNS, "compacter")
     assert json.loads(row["config"]) == params
     (point,) = frontier_configs(pd.DataFrame([row]))
-    rerun = cfg.describe_trial(point["search"], point["params"], seed=7)
+    rerun = cfg.describe_trial(point["search"], point["config"], seed=7)
     assert rerun["variant"] == "compacter+g-large+lw" and rerun["spec"]["method"] == run["spec"]["method"]
     plain = cfg.describe_trial(DESIGNS, {"method": "adapter", "gate": None, "lightweight": False})
     assert plain["variant"] == "adapter" and plain["spec"]["method"]["reduction_factor"] == 8  # the paper's adapter
@@ -251,7 +251,7 @@ def test_paper_bart_base_study_config_validates_with_a_bart_base_stand_in():
     key = Study._run_key
     for run in study.paper_trials():
         if run["search"].startswith("vlpet") or run["search"] == "full":
-            assert key(SimpleNamespace(cfg=study), run["search"], run["params"]) == key(
+            assert key(SimpleNamespace(cfg=study), run["search"], run["config"]) == key(
                 SimpleNamespace(cfg=study), run["search"], study.first_point(run["search"])[1]), run["search"]
 
 
@@ -274,7 +274,7 @@ def test_paper_t5_base_study_config_validates_with_a_t5_base_stand_in():
             192, 4, 192, 0.3, 96, 3e-4), name
     key = Study._run_key
     for run in study.paper_trials():
-        assert key(SimpleNamespace(cfg=study), run["search"], run["params"]) == key(
+        assert key(SimpleNamespace(cfg=study), run["search"], run["config"]) == key(
             SimpleNamespace(cfg=study), run["search"], study.first_point(run["search"])[1]), run["search"]
 
 
@@ -383,19 +383,19 @@ def test_printed_urls_never_show_a_password_or_secret_key(text, shown):
 
 
 def test_unwritable_or_full_study_directory_is_detected_before_any_trial(tmp_path, monkeypatch):
-    from studies.storage import study_dir
+    from studies.storage import study_record
 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="is not writable"):
-        study_dir.check_study_dir(blocker / "study", resume=False)  # a file where a directory must go
+        study_record.check_study_dir(blocker / "study", resume=False)  # a file where a directory must go
 
     class Usage:
         free = 50 * 2**20
 
-    monkeypatch.setattr(study_dir.shutil, "disk_usage", lambda path: Usage)
+    monkeypatch.setattr(study_record.shutil, "disk_usage", lambda path: Usage)
     with pytest.raises(ConfigError, match="only 50 MB free, need >= 200 MB"):
-        study_dir.check_study_dir(tmp_path / "study", resume=False)
+        study_record.check_study_dir(tmp_path / "study", resume=False)
 
 
 def test_seed_flag_sets_every_trial_seed_and_the_sampler_seed(bench, tokenizer_dir, tmp_path):

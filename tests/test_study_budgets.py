@@ -92,7 +92,7 @@ def test_front_early_stopping_stops_a_hopeless_trial_and_tells_optuna(ray_local,
         from studies.plan.trial_run import trial_run
 
         run = trial_run(config)
-        scores = [50.0, 60.0, 70.0, 80.0] if run["params"]["lr"] >= 1e-4 else [10.0] * 4
+        scores = [50.0, 60.0, 70.0, 80.0] if run["config"]["lr"] >= 1e-4 else [10.0] * 4
         for epoch, score in enumerate(scores, 1):
             time.sleep(0.2)
             tune.report({"epoch": epoch, "max_epochs": 4, "fidelity": epoch / 4, "score": score,

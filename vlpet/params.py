@@ -92,7 +92,7 @@ def variant_report(arch: str, name: str, feat_dim: int = 2048, **overrides: Any)
     return config_report(BackboneConfig(arch=arch, feat_dim=feat_dim), variant(name, PRESETS[arch][0], **overrides))
 
 
-def paper_table(arch: str, feat_dim: int = 2048) -> str:
+def params_table(arch: str, feat_dim: int = 2048) -> str:
     """Trainable, total and Params (%) of every variant on `arch`, beside the paper's value."""
     family = PRESETS[arch][0]
     width = max(map(len, VARIANTS[family])) + 2
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.variant:
         print(variant_report(args.backbone, args.variant, args.feat_dim).format())
     else:
-        print(paper_table(args.backbone, args.feat_dim))
+        print(params_table(args.backbone, args.feat_dim))
     return 0
 
 

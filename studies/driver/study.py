@@ -40,7 +40,7 @@ from studies.plan.study_config import StudyConfig
 from studies.plan.trial_run import RUN, TrialRun
 from studies.search.schedulers import study_scheduler
 from studies.search.searcher import sampler_for_budget, study_searcher, trials_per_variant
-from studies.storage import study_dir as study_dirs
+from studies.storage import study_record
 from studies.storage.results_table import ResultsTable, results_study_id
 from studies.storage.study_home import HomeSync, StudyHome
 from vlpet.train.ray_trainer import check_resources
@@ -67,7 +67,7 @@ def study_trainable(cfg: StudyConfig, storage_path: str, study_dir: Path, home: 
 
 
 def frontier_configs(table: pd.DataFrame, noise: float = 0.0) -> list[dict[str, Any]]:
-    """The (study variant `search`, params) of every full-fidelity search or reference trial on the Pareto
+    """The (study variant `search`, drawn `config`) of every full-fidelity search or reference trial on the Pareto
     front, or within `noise` score points of it (a point that `noise` more would put on the front: its
     rank against the front is not established by one seed). A configuration trained twice is one point."""
     final = final_rows(table[table["phase"].isin([SEARCH, REFERENCE])])
@@ -77,7 +77,7 @@ def frontier_configs(table: pd.DataFrame, noise: float = 0.0) -> list[dict[str, 
     p, s = done["params"].to_numpy(float), done["score"].to_numpy(float)
     near = [bool(pareto_front(np.append(np.delete(p, k), p[k]), np.append(np.delete(s, k), s[k] + noise))[-1])
             for k in range(len(done))]
-    return [{"search": r["search"], "params": json.loads(r["config"])} for (_, r), keep in zip(done.iterrows(), near)
+    return [{"search": r["search"], "config": json.loads(r["config"])} for (_, r), keep in zip(done.iterrows(), near)
             if keep]
 
 
@@ -96,9 +96,9 @@ class Study:
         self.cfg, self.dir, self.resume, self.home = cfg, Path(study_dir).resolve(), resume, home
         self.storage_path = storage_path or (home.tune_storage if home else str(self.dir / "ray"))
         self.trainable = trainable or study_trainable(cfg, self.storage_path, self.dir, home and home.uri)
-        recorded = study_dirs.check_study_dir(self.dir, resume)
+        recorded = study_record.check_study_dir(self.dir, resume)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.record = recorded if resume else study_dirs.describe(cfg.to_dict(), f"{cfg.family}-base", self.dir)
+        self.record = recorded if resume else study_record.describe(cfg.to_dict(), f"{cfg.family}-base", self.dir)
         t = cfg.run.train
         self.table = ResultsTable(self.dir, SEARCH, t.num_workers * max(t.gpus_per_worker, 1.0),
                                   study_id=self.record.get("study_id") or results_study_id(self.dir / RESULTS))
@@ -116,7 +116,7 @@ class Study:
         ends it after the running experiment is saved, with `StudyInterrupted` (studies.driver.interrupts)."""
         check_resources(self.cfg.run.train)
         if not self.resume:
-            study_dirs.write(self.dir, self.record)
+            study_record.write(self.dir, self.record)
         try:
             with self.stop:
                 return self._phases()
@@ -175,7 +175,7 @@ class Study:
         frame = self.table.frame()
         searched = set() if frame.empty else {self._run_key(r["search"], json.loads(r["config"]))
                                               for _, r in final_rows(frame).iterrows() if r["phase"] == SEARCH}
-        runs = [r for r in self.cfg.paper_trials() if self._run_key(r["search"], r["params"]) not in searched]
+        runs = [r for r in self.cfg.paper_trials() if self._run_key(r["search"], r["config"]) not in searched]
         if runs:
             self.run_points(REFERENCE, runs, f"the paper's configurations: {', '.join(r['variant'] for r in runs)} "
                                              "(reference points)", self._reference_stopping(frame))
@@ -205,7 +205,7 @@ class Study:
         (`study.seeds` in all), full fidelity; nothing further off the front is re-run."""
         points = frontier_configs(self.table.frame(), self.cfg.settings.seed_noise)
         base, seeds = self.cfg.run.train.seed, self.cfg.settings.seeds
-        runs = [self.cfg.describe_trial(p["search"], p["params"], base + k) for p in points for k in range(1, seeds)]
+        runs = [self.cfg.describe_trial(p["search"], p["config"], base + k) for p in points for k in range(1, seeds)]
         if runs:
             self.run_points(SEEDS, runs, f"seeds: the {len(points)} configurations on the front or within "
                                          f"{self.cfg.settings.seed_noise:g} of it, {seeds - 1} extra seed(s)")

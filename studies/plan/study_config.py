@@ -33,7 +33,7 @@ from vlpet.models.vl_model import build_vl_model
 from vlpet.params import ParamReport, config_report
 from vlpet.train.config import RunSpec, load_yaml
 
-SECTIONS = ("study", "search", "run")
+STUDY_SECTIONS = ("study", "search", "run")
 SAMPLERS = ("auto", "front", "tpe", "gp", "random")
 EARLY_STOPPING = ("front", "pareto", "asha", "none")
 TRACKERS = ("mlflow", "tensorboard")  # study.tracking (studies/driver/tracking.py)
@@ -191,7 +191,7 @@ class StudyConfig:
         spec = self.trial_spec(variant_name, params, seed)
         report = self.params_of(spec)
         name = design_name(spec.method) if variant_name == DESIGNS else variant_name
-        return TrialRun(search=variant_name, variant=name, params=params, spec=spec.to_dict(),
+        return TrialRun(search=variant_name, variant=name, config=params, spec=spec.to_dict(),
                         trainable=report.trainable, total=report.total, params_pct=report.percent)
 
     def first_point(self, variant_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -250,9 +250,9 @@ def _cached_report(backbone: BackboneConfig, method: MethodConfig) -> ParamRepor
 def study_from_dict(data: dict[str, Any]) -> StudyConfig:
     """Build and validate a StudyConfig from plain dicts (YAML)."""
     for key in data:
-        if key not in SECTIONS:
-            raise ConfigError(f"{key!r} is not a study config section{closest(str(key), SECTIONS)}; "
-                              f"valid: {', '.join(SECTIONS)}")
+        if key not in STUDY_SECTIONS:
+            raise ConfigError(f"{key!r} is not a study config section{closest(str(key), STUDY_SECTIONS)}; "
+                              f"valid: {', '.join(STUDY_SECTIONS)}")
     study = data.get("study") or {}
     for key in RENAMED.keys() & (study.keys() if isinstance(study, dict) else set()):
         raise ConfigError(RENAMED[key])

@@ -14,7 +14,7 @@ class TrialRun(TypedDict):
 
     search: str  # the study variant whose search the trial belongs to
     variant: str  # what it runs: the variant, or for `designs` the drawn combination
-    params: dict[str, Any]  # the drawn hyperparameters
+    config: dict[str, Any]  # the drawn hyperparameters (the results table's `config`; `params` there counts weights)
     spec: dict[str, Any]  # the full run spec, `RunSpec.to_dict()`
     trainable: int  # trainable parameters, known before training
     total: int

@@ -60,7 +60,7 @@ class ResultsTable(tune.Callback):
         run = trial_run(trial.config)
         row = {"trial_id": trial.trial_id, "phase": self.phase, "search": run["search"], "variant": run["variant"],
                "method": run["spec"]["method"]["method"], "seed": run["spec"]["train"]["seed"],
-               "config": json.dumps(run["params"], sort_keys=True), "status": result.get("status", RUNNING),
+               "config": json.dumps(run["config"], sort_keys=True), "status": result.get("status", RUNNING),
                "error": ""}
         row.update({k: result.get(k) for k in REPORT_COLUMNS})
         row.update({k: v for k, v in result.items() if k.startswith(TASK_PREFIX)})
@@ -85,7 +85,7 @@ class ResultsTable(tune.Callback):
         experiment does not know it (Tune had not saved it yet), and the searcher hands its configuration to
         this new trial (`studies.search.searcher`). Its finished epochs stay, marked failed, naming the new trial."""
         live = {t.trial_id for t in trials}
-        config = json.dumps(trial_run(trial.config)["params"], sort_keys=True)
+        config = json.dumps(trial_run(trial.config)["config"], sort_keys=True)
         rows = self._rows()
         lost = [row for tid, row in _last_rows(rows).items() if tid not in live
                 and row["status"] == RUNNING and row["phase"] == self.phase and row["config"] == config]

@@ -97,12 +97,12 @@ class RunSpec:
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         """Build from nested plain dicts (YAML), validating every section and key."""
         if not isinstance(data, dict):
-            raise ConfigError(f"run config must be a mapping with sections {', '.join(SECTIONS)}")
+            raise ConfigError(f"run config must be a mapping with sections {', '.join(RUN_SECTIONS)}")
         for key in data:
-            if key not in SECTIONS:
-                raise ConfigError(f"{key!r} is not a run config section{closest(str(key), SECTIONS)}; "
-                                  f"valid: {', '.join(SECTIONS)}")
-        parts = {name: build_dataclass(kind, data.get(name, {}) or {}, name) for name, kind in SECTIONS.items()
+            if key not in RUN_SECTIONS:
+                raise ConfigError(f"{key!r} is not a run config section{closest(str(key), RUN_SECTIONS)}; "
+                                  f"valid: {', '.join(RUN_SECTIONS)}")
+        parts = {name: build_dataclass(kind, data.get(name, {}) or {}, name) for name, kind in RUN_SECTIONS.items()
                  if name != "method"}
         method = data.get("method", {"method": "vlpet"})
         parts["method"] = method if isinstance(method, MethodConfig) else method_from_dict(method)
@@ -110,7 +110,7 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dicts (JSON/YAML-safe); `from_dict(to_dict())` gives an equal spec."""
-        return {name: getattr(self, name).to_dict() for name in SECTIONS}
+        return {name: getattr(self, name).to_dict() for name in RUN_SECTIONS}
 
     def with_absolute_paths(self) -> RunSpec:
         """Relative data/tokenizer/pretrained paths made absolute against the current directory: Ray
@@ -132,7 +132,7 @@ class RunSpec:
         return RunSpec.from_dict(data)
 
 
-SECTIONS = {"backbone": BackboneConfig, "method": MethodConfig, "data": DataConfig, "train": TrainConfig,
+RUN_SECTIONS = {"backbone": BackboneConfig, "method": MethodConfig, "data": DataConfig, "train": TrainConfig,
             "decode": DecodeConfig}
 
 

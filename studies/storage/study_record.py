@@ -1,4 +1,4 @@
-"""The study directory: what makes one usable, and `study.json`, which describes the study it holds.
+"""The study's record: what makes a study directory usable, and `study.json`, which describes the study it holds.
 
 study.json records the study's config (its sections, as `StudyConfig.to_dict`), its backbone (for the
 report), an id, and the directory it was created in. A resumed study takes its config from there, and is
@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from analysis.study_layout import RESULTS, STUDY_JSON
+from studies.plan.study_config import STUDY_SECTIONS
 from studies.storage.results_table import results_study_id
 from vlpet.errors import ConfigError
-
-SECTIONS = ("study", "search", "run")
 
 
 def check_study_dir(study_dir: Path, resume: bool, min_free_mb: int = 200) -> dict[str, Any] | None:
@@ -59,8 +58,8 @@ def recorded(study_dir: Path) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"--resume: {path} is not a readable study description ({err})") from None
-    if not isinstance(record, dict) or not all(isinstance(record.get(s), dict) for s in SECTIONS):
-        raise ConfigError(f"--resume: {path} lacks the study's config ({', '.join(SECTIONS)} sections)")
+    if not isinstance(record, dict) or not all(isinstance(record.get(s), dict) for s in STUDY_SECTIONS):
+        raise ConfigError(f"--resume: {path} lacks the study's config ({', '.join(STUDY_SECTIONS)} sections)")
     table_id = results_study_id(study_dir / RESULTS)
     if table_id and record.get("study_id") and table_id != record["study_id"]:
         raise ConfigError(f"--resume: {study_dir / RESULTS} belongs to another study (id {table_id}, {STUDY_JSON} "
@@ -74,7 +73,7 @@ def recorded(study_dir: Path) -> dict[str, Any]:
 
 def recorded_config(record: dict[str, Any]) -> dict[str, Any]:
     """The config sections of a study.json."""
-    return {s: record[s] for s in SECTIONS}
+    return {s: record[s] for s in STUDY_SECTIONS}
 
 
 def first_difference(recorded_cfg: Any, given: Any, where: str = "") -> tuple[str, Any, Any] | None:

@@ -16,7 +16,7 @@ from studies.driver.interrupts import GracefulStop, StudyInterrupted
 from studies.frontier import main as frontier_main
 from studies.plan.study_config import study_from_dict
 from studies.storage.results_table import ResultsTable, results_study_id
-from studies.storage.study_dir import describe, recorded, write
+from studies.storage.study_record import describe, recorded, write
 from tests.test_study import study_dict
 from vlpet.errors import ConfigError
 
