@@ -32,7 +32,7 @@ def test_every_epoch_report_holds_the_keys_the_contract_names(bench, tokenizer_d
     assert set(EPOCH_KEYS) | set(EVAL_KEYS) <= report.keys()
     tasks = {k for k in report if k.startswith(TASK_PREFIX)}
     assert tasks == {TASK_PREFIX + t for t in spec.data.tasks}
-    run = {"search": "vlpet-large", "variant": "vlpet-large", "config": {"rank": 16}, "spec": spec.to_dict(),
+    run = {"search": "vlpet-large", "variant": "vlpet-large", "config": {"rank": 16}, "spec": spec,
            "trainable": report["params"], "total": report["total_params"], "params_pct": report["params_pct"]}
     trial = SimpleNamespace(trial_id="t1", config={RUN: run}, run_metadata=SimpleNamespace(start_time=0.0),
                             path="/nowhere")

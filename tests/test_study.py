@@ -175,7 +175,7 @@ def test_search_space_sampling_never_yields_an_invalid_config(bench, tokenizer_d
     space = VariantSpace(cfg, variant)
     for _ in range(100):
         trial = space(study.ask())[RUN]
-        spec = RunSpec.from_dict(trial["spec"])  # validates every section
+        spec = RunSpec.from_dict(trial["spec"].to_dict())  # validates every section
         assert trial["trainable"] > 0 and spec.method.method == method
         if method == "vlpet":
             assert spec.method.rank % spec.method.n_heads == 0 and spec.method.rank <= 64
@@ -197,8 +197,8 @@ def test_designs_space_draws_every_combination_and_only_valid_ones(bench, tokeni
     seen = {"method": set(), "gate": set(), "lightweight": set()}
     for _ in range(200):
         trial = space(study.ask())[RUN]
-        params, method = trial["config"], method_from_dict(trial["spec"]["method"])
-        assert RunSpec.from_dict(trial["spec"]).method == method and trial["trainable"] > 0
+        params, method = trial["config"], method_from_dict(trial["spec"].method.to_dict())
+        assert RunSpec.from_dict(trial["spec"].to_dict()).method == method and trial["trainable"] > 0
         assert (method.method, method.gate, method.lightweight) == (params["method"], params["gate"],
                                                                     params["lightweight"])
         assert method.lightweight or method.gate != "small"
@@ -221,9 +221,9 @@ def test_designs_trial_row_names_the_combination_and_seed_reruns_rebuild_it(benc
     assert json.loads(row["config"]) == params
     (point,) = frontier_configs(pd.DataFrame([row]))
     rerun = cfg.describe_trial(point["search"], point["config"], seed=7)
-    assert rerun["variant"] == "compacter+g-large+lw" and rerun["spec"]["method"] == run["spec"]["method"]
+    assert rerun["variant"] == "compacter+g-large+lw" and rerun["spec"].method == run["spec"].method
     plain = cfg.describe_trial(DESIGNS, {"method": "adapter", "gate": None, "lightweight": False})
-    assert plain["variant"] == "adapter" and plain["spec"]["method"]["reduction_factor"] == 8  # the paper's adapter
+    assert plain["variant"] == "adapter" and plain["spec"].method.reduction_factor == 8  # the paper's adapter
 
 
 def test_designs_is_a_study_variant_not_a_paper_variant():

@@ -12,7 +12,7 @@ import functools
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -22,6 +22,9 @@ from analysis.study_layout import LOGS, trial_log_path
 from studies.plan.trial_run import trial_run
 from vlpet.output import output_to
 from vlpet.train.ray_trainer import make_trainer
+
+if TYPE_CHECKING:
+    from vlpet.train.config import RunSpec
 
 
 def run_trial(config: dict[str, Any], max_params: int | None, train_storage: str, in_process: bool,
@@ -64,17 +67,15 @@ def upload_logs(log: Path, home: str) -> None:
             print(f"warning: could not upload {path} to the study's home ({err})", file=sys.stderr)
 
 
-def train_in_process(spec: dict[str, Any], submitted_at: float) -> None:
+def train_in_process(run: RunSpec, submitted_at: float) -> None:
     """Train in this trial process on the trial's own resources (its CPUs; its GPU, made visible by Ray
     as device 0), with checkpoints in the trial's Tune storage, where a retried or restored trial finds
     them. The backbone is loaded once per process and copied for every trial."""
     import torch
 
-    from vlpet.train.config import RunSpec
     from vlpet.train.loop import WorkerContext
     from vlpet.train.ray_trainer import train_and_report
 
-    run = RunSpec.from_dict(spec)
     device = torch.device("cuda" if run.train.gpus_per_worker > 0 else "cpu")
     ctx = WorkerContext(device=device, backbones=_process_backbones())
     train_and_report(run, ctx, tune.report, tune.Checkpoint, tune.get_checkpoint(),

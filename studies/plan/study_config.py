@@ -11,6 +11,7 @@ YAML layout (see studies/configs/*.yaml):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -148,14 +149,17 @@ class StudySettings(Config):
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """A validated study: settings, the run template and one search space per variant, with the shape
-    of the template's backbone (its family and hidden size, read once from its config)."""
+    """A validated study: settings, the run template and the search spaces, with the shape of the template's
+    backbone (its family and hidden size, read once from its config). `search` is the YAML section as given
+    (what study.json keeps); `spaces` the same parsed once: every method's (and `designs`') space, its
+    overrides applied, fit to d_model."""
 
     settings: StudySettings
     run: RunSpec
     search: dict[str, dict[str, Any]]
     family: str  # 'bart' or 't5'
     d_model: int
+    spaces: dict[str, dict[str, Dist]]
 
     def method_of(self, variant_name: str) -> str:
         """The method (search section) of a study variant; `designs` draws its method and has a section of its own."""
@@ -164,8 +168,7 @@ class StudyConfig:
     def space(self, variant_name: str) -> dict[str, Dist]:
         """The search space of one variant (its method's defaults + overrides, fit to d_model); the
         `designs` variant has its own space, which draws the method."""
-        name = self.method_of(variant_name)
-        return space_for(name, self.search.get(name), self.d_model)
+        return self.spaces[self.method_of(variant_name)]
 
     def draw(self, variant_name: str, space: dict[str, Dist], trial: Any) -> dict[str, Any]:
         """One configuration of a variant drawn from its space (`space(variant_name)`), define-by-run."""
@@ -179,9 +182,9 @@ class StudyConfig:
         base = params.pop(METHOD) if variant_name == DESIGNS else variant_name
         # task-conditioned modules (per-task, Hyperformer) are made for the study's tasks
         tasks = {"tasks": self.run.data.tasks} if "tasks" in field_names(METHODS[VARIANTS[self.family][base]["method"]]) else {}
-        method = variant(base, self.family, **{**tasks, **params})
-        train = {"lr": lr, **({"seed": seed} if seed is not None else {})}
-        return RunSpec.from_dict({**self.run.to_dict(), "method": method.to_dict()}).replace(train=train)
+        method = variant(base, self.family, **{**tasks, **params})  # the trial's one build of its method config
+        train = dataclasses.replace(self.run.train, lr=lr, **({"seed": seed} if seed is not None else {}))
+        return dataclasses.replace(self.run, method=method, train=train)  # re-checks the sections' fit only
 
     def describe_trial(self, variant_name: str, params: dict[str, Any], seed: int | None = None) -> TrialRun:
         """Everything a trial needs, computed on the driver: the full run spec and its parameter count
@@ -191,7 +194,7 @@ class StudyConfig:
         spec = self.trial_spec(variant_name, params, seed)
         report = self.params_of(spec)
         name = design_name(spec.method) if variant_name == DESIGNS else variant_name
-        return TrialRun(search=variant_name, variant=name, config=params, spec=spec.to_dict(),
+        return TrialRun(search=variant_name, variant=name, config=params, spec=spec,
                         trainable=report.trainable, total=report.total, params_pct=report.percent)
 
     def first_point(self, variant_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -271,15 +274,15 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
                           f"below epochs, or early_stopping: none")
     with torch.device("meta"):  # the backbone's shape from its config: no weights
         shape = build_vl_model(run.backbone, load_weights=False)
-    config = StudyConfig(settings, run, search, family=shape.family, d_model=shape.d_model)
-    methods = {cfg["method"] for cfg in VARIANTS[config.family].values()} | {DESIGNS}
-    d_model = config.d_model
+    methods = {cfg["method"] for cfg in VARIANTS[shape.family].values()} | {DESIGNS}
     for method, overrides in search.items():
         if method not in methods:
             raise unknown("search method", method, methods)
         if not isinstance(overrides, dict):
             raise ConfigError(f"search.{method} must map parameters to distributions")
-        space_for(method, overrides, d_model)  # overrides of spaces not studied this time are checked too
+    # every space, those of methods not studied this time too: their overrides are checked as well
+    spaces = {method: space_for(method, search.get(method), shape.d_model) for method in sorted(methods)}
+    config = StudyConfig(settings, run, search, family=shape.family, d_model=shape.d_model, spaces=spaces)
     for name in settings.variants:  # every space parses, fits the model and yields valid runs only
         config.check_space(name)
     if settings.paper_reference:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from vlpet.train.config import RunSpec
+
 # the config key under which Tune hands a trial its TrialRun
 RUN = "run"
 
@@ -15,7 +17,7 @@ class TrialRun(TypedDict):
     search: str  # the study variant whose search the trial belongs to
     variant: str  # what it runs: the variant, or for `designs` the drawn combination
     config: dict[str, Any]  # the drawn hyperparameters (the results table's `config`; `params` there counts weights)
-    spec: dict[str, Any]  # the full run spec, `RunSpec.to_dict()`
+    spec: RunSpec  # the full run, typed, built once on the driver and passed on as it is
     trainable: int  # trainable parameters, known before training
     total: int
     params_pct: float

@@ -59,7 +59,7 @@ class ResultsTable(tune.Callback):
     def _row(self, trial: Any, result: dict[str, Any]) -> dict[str, Any]:
         run = trial_run(trial.config)
         row = {"trial_id": trial.trial_id, "phase": self.phase, "search": run["search"], "variant": run["variant"],
-               "method": run["spec"]["method"]["method"], "seed": run["spec"]["train"]["seed"],
+               "method": run["spec"].method.method, "seed": run["spec"].train.seed,
                "config": json.dumps(run["config"], sort_keys=True), "status": result.get("status", RUNNING),
                "error": ""}
         row.update({k: result.get(k) for k in REPORT_COLUMNS})

@@ -133,7 +133,7 @@ class RunSpec:
 
 
 RUN_SECTIONS = {"backbone": BackboneConfig, "method": MethodConfig, "data": DataConfig, "train": TrainConfig,
-            "decode": DecodeConfig}
+                "decode": DecodeConfig}
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +34,10 @@ if TYPE_CHECKING:
 
 
 def train_worker(config: dict[str, Any]) -> None:
-    """Ray Train per-worker entry point: rebuild the spec, find rank and device, train, report."""
+    """Ray Train per-worker entry point: find rank and device, train the config's spec, report."""
     worker_started_at = time.time()
     import ray.train.torch
 
-    from vlpet.train.config import RunSpec
     from vlpet.train.loop import WorkerContext
 
     context = ray.train.get_context()
@@ -47,7 +46,7 @@ def train_worker(config: dict[str, Any]) -> None:
                         prepare_model=ray.train.torch.prepare_model if world > 1 else (lambda m: m))
     log = config.get("log_path")
     with output_to(f"{log[:-len('.log')]}.rank{rank}.log" if log and rank else log):
-        train_and_report(RunSpec.from_dict(config["spec"]), ctx, ray.train.report, Checkpoint,
+        train_and_report(config["spec"], ctx, ray.train.report, Checkpoint,
                          ray.train.get_checkpoint(),
                          {"submitted_at": config.get("submitted_at"), "worker_started_at": worker_started_at})
 
@@ -89,27 +88,27 @@ def check_resources(train: TrainConfig) -> None:
                           f"{cpus:g} CPUs but the Ray cluster has {available.get('CPU', 0):g}; lower them")
 
 
-def scaling_config(train: Mapping[str, Any]) -> ScalingConfig:
+def scaling_config(train: TrainConfig) -> ScalingConfig:
     """Workers and their resources from a run's `train` section: GPUs only when it asks for them."""
-    use_gpu = train["gpus_per_worker"] > 0
-    resources = {"CPU": train["cpus_per_worker"], **({"GPU": train["gpus_per_worker"]} if use_gpu else {})}
-    return ScalingConfig(num_workers=train["num_workers"], use_gpu=use_gpu, resources_per_worker=resources)
+    use_gpu = train.gpus_per_worker > 0
+    resources = {"CPU": train.cpus_per_worker, **({"GPU": train.gpus_per_worker} if use_gpu else {})}
+    return ScalingConfig(num_workers=train.num_workers, use_gpu=use_gpu, resources_per_worker=resources)
 
 
-def make_trainer(spec: Mapping[str, Any], storage_path: str | Path, name: str, max_failures: int = 0,
+def make_trainer(spec: RunSpec, storage_path: str | Path, name: str, max_failures: int = 0,
                  callbacks: list[Any] | None = None, log_path: str | Path | None = None) -> TorchTrainer:
-    """A TorchTrainer for a run (`RunSpec.to_dict()` form), persisting checkpoints under
+    """A TorchTrainer for a run (pickled to its workers as it is), persisting checkpoints under
     `storage_path/name` (the 2 latest kept). With `log_path`, rank 0 writes its output there, rank k to
     `<log_path stem>.rank<k>.log`."""
     run_config = ray.train.RunConfig(
         name=name, storage_path=str(storage_path), failure_config=FailureConfig(max_failures=max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), callbacks=callbacks or [])
-    return TorchTrainer(train_worker, train_loop_config={"spec": dict(spec), "submitted_at": time.time(),
+    return TorchTrainer(train_worker, train_loop_config={"spec": spec, "submitted_at": time.time(),
                                                          "log_path": str(log_path) if log_path else None},
-                        scaling_config=scaling_config(spec["train"]), run_config=run_config)
+                        scaling_config=scaling_config(spec.train), run_config=run_config)
 
 
 def fit_run(spec: RunSpec, storage_path: str | Path, name: str, max_failures: int = 0) -> ray.train.Result:
     """Check resources, then train `spec` to completion (resuming `name` if it has checkpoints)."""
     check_resources(spec.train)
-    return make_trainer(spec.to_dict(), storage_path, name, max_failures).fit()
+    return make_trainer(spec, storage_path, name, max_failures).fit()
