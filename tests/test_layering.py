@@ -48,3 +48,15 @@ def test_a_planted_import_breaks_a_contract(planted, tmp_path):
     done = lint(tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert message in done.stdout and "1 broken" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("command", ["studies.frontier", "studies.train_one"])
+def test_a_command_that_starts_ray_imports_no_ray_before_it_runs(command):
+    """Ray reads its loopback setting once, when first imported (studies/driver/ray_cluster.py), so the commands
+    that start a local cluster import only Ray-free modules until main() has called loopback_local_cluster():
+    their top-level imports are the plan (which imports no Ray, a contract above) and ray_cluster."""
+    code = f"import sys, {command}; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False", f"importing {command} imports ray before main() runs"
