@@ -5,6 +5,7 @@ the search spaces and the study config have test files of their own.)"""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -198,3 +199,26 @@ def test_a_trial_lost_with_a_killed_driver_is_closed_when_its_configuration_is_r
     assert final["old"]["status"] == "failed" and final["old"]["error"].endswith("re-run as trial new")
     assert final["old"]["score"] == 10.0  # its finished epoch is kept
     assert final["other"]["status"] == final["known"]["status"] == "running"
+
+
+def test_a_report_with_a_checkpoint_enters_the_table_once_tune_registered_the_checkpoint(bench, tokenizer_dir,
+                                                                                        tmp_path):
+    """Tune registers a reported checkpoint after the result callbacks: a driver stopped in between resumes the
+    trial from its previous checkpoint and trains that epoch again (seen once in CI: the epoch's row came back
+    from another process). So such a row is written at `on_checkpoint`; a pickled table (what a restored study
+    unpickles) forgets the rows still waiting; a trial that fails meanwhile keeps its epoch."""
+    cfg = study_from_dict(study_dict(bench, tokenizer_dir))
+    run = cfg.describe_trial("vlpet-large", {"rank": 4, "decoder_rank": 4, "lr": 1e-3})
+    trial = SimpleNamespace(trial_id="t", config={RUN: run}, run_metadata=SimpleNamespace(start_time=1.0),
+                            path=str(tmp_path / "t"), error_file=None)
+    table = ResultsTable(tmp_path, "search", 1.0)
+    table.on_trial_result(0, [], trial, {"epoch": 1, "fidelity": 0.5, "score": 10.0, "checkpoint_dir_name": "c1"})
+    assert table.frame().empty  # not yet: Tune would resume from before epoch 1
+    restored = pickle.loads(pickle.dumps(table))
+    table.on_checkpoint(0, [], trial, checkpoint=None)
+    assert table.frame()[["epoch", "checkpoint_path"]].values.tolist() == [[1, f"{tmp_path}/t/c1"]]
+    restored.on_checkpoint(0, [], trial, checkpoint=None)  # the restored copy has no stale row to write
+    assert len(table.frame()) == 1
+    table.on_trial_result(0, [], trial, {"epoch": 2, "fidelity": 1.0, "score": 20.0, "checkpoint_dir_name": "c2"})
+    table.on_trial_error(0, [], trial)
+    assert final_rows(table.frame())[["epoch", "status", "score"]].values.tolist() == [[2, "failed", 20.0]]

@@ -45,11 +45,24 @@ class ResultsTable(tune.Callback):
     The file is the only state: every event reads it, changes it and atomically replaces it (temp
     file + rename). A crash never leaves half a table, and the copy of this callback that Tune
     unpickles when a study is restored writes to the same table instead of an outdated one.
+
+    A report that comes with a checkpoint is written once Tune has registered the checkpoint (`on_checkpoint`,
+    which follows `on_trial_result`): a driver stopped between the two would resume the trial from its previous
+    checkpoint and train that epoch again. So a row in the table is an epoch that a resumed or retried trial
+    goes on from, never one it trains twice.
     """
 
     def __init__(self, study_dir: Path, phase: str, devices_per_trial: float, study_id: str | None = None):
         self.path = study_dir / RESULTS
         self.phase, self.devices_per_trial, self.study_id = phase, devices_per_trial, study_id
+        self._awaiting: dict[str, dict[str, Any]] = {}  # trial id -> the row of its report awaiting its checkpoint
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a restored study's trials report their unregistered epochs again: it must not write the old rows
+        return {**self.__dict__, "_awaiting": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"_awaiting": {}, **state})  # a table pickled before rows awaited their checkpoints
 
     def _rows(self) -> dict[tuple[str, int], dict[str, Any]]:
         if not self.path.is_file():
@@ -76,6 +89,17 @@ class ResultsTable(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         row = self._row(trial, result)
+        if result.get("checkpoint_dir_name"):  # a Tune checkpoint, registered after this callback
+            self._awaiting[trial.trial_id] = row
+            return
+        self._put(row)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        row = self._awaiting.pop(trial.trial_id, None)
+        if row is not None:
+            self._put(row)
+
+    def _put(self, row: dict[str, Any]) -> None:
         rows = self._rows()
         rows[(row["trial_id"], int(row["epoch"] or 0))] = row
         self._write(rows)
@@ -96,6 +120,9 @@ class ResultsTable(tune.Callback):
             self._write(rows)
 
     def _finish(self, trial: Any, status: str, error: str = "") -> None:
+        awaiting = self._awaiting.pop(trial.trial_id, None)
+        if awaiting is not None:  # a trial that failed before its last checkpoint was registered: keep the epoch
+            self._put(awaiting)
         rows = self._rows()
         own = [r for (tid, _), r in rows.items() if tid == trial.trial_id]
         if not own:  # failed before its first report
