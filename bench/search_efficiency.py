@@ -102,7 +102,7 @@ def record_grid(data: dict[str, Any], grid_dir: Path) -> pd.DataFrame:
     grid_dir.mkdir(parents=True, exist_ok=True)
     (grid_dir / STUDY_JSON).write_text(json.dumps(cfg.to_dict(), indent=2))
     runs = [cfg.describe_trial(v, params) for v, params in grid_points(cfg)]
-    print(f"grid: {len(runs)} trials x {cfg.run.train.epochs} epochs under {grid_dir} (resumable)", flush=True)
+    print(f"grid: {len(runs)} trials x {cfg.template.train.epochs} epochs under {grid_dir} (resumable)", flush=True)
     study = Study(cfg, grid_dir, resume=True, console=Console())  # an hour on CPU: show the progress
     study.run_points("grid", runs)
     return study.table.frame()

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.address:
         check_address(args.address)
     console = Console(highlight=False, soft_wrap=True)
-    data = check_data(cfg.run.data, cfg.run.backbone.feat_dim, args.address)
+    data = check_data(cfg.template.data, cfg.template.backbone.feat_dim, args.address)
     study_dir.mkdir(parents=True, exist_ok=True)  # every check passed: the first write
     if not server:
         optuna_storage(cfg, study_dir.resolve())  # the SQLite file, creatable

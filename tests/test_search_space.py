@@ -85,7 +85,7 @@ def test_per_task_modules_are_searched_and_made_for_the_study_s_tasks(bench, tok
         assert cfg.space(name)["shared"].values == (True, False)
     start = cfg.first_point("vlpet-large")[1]
     shared, per_task = (cfg.describe_trial("vlpet-large", {**start, "shared": s}) for s in (True, False))
-    assert cfg.trial_spec("vlpet-large", {**start, "shared": False}).method.tasks == cfg.run.data.tasks
+    assert cfg.trial_spec("vlpet-large", {**start, "shared": False}).method.tasks == cfg.template.data.tasks
     assert per_task["trainable"] > shared["trainable"]
 
 

@@ -150,8 +150,8 @@ def test_seed_flag_sets_every_trial_seed_and_the_sampler_seed(bench, tokenizer_d
     path.write_text(yaml.safe_dump(study_dict(bench, tokenizer_dir)))
     default = load_config(parse_args(["--config", str(path)]))
     seeded = load_config(parse_args(["--config", str(path), "--seed", "7"]))
-    assert (seeded.settings.sampler_seed, seeded.run.train.seed) == (7, 7)
-    assert (default.settings.sampler_seed, default.run.train.seed) != (7, 7)
+    assert (seeded.settings.sampler_seed, seeded.template.train.seed) == (7, 7)
+    assert (default.settings.sampler_seed, default.template.train.seed) != (7, 7)
     assert seeded.first_spec("vlpet-large").train.seed == 7
 
 
@@ -164,7 +164,7 @@ def test_a_reused_trial_process_starts_every_trial_clean(ray_local, bench, token
     from studies.driver.study import Study
 
     cfg = study_from_dict(study_dict(bench, tokenizer_dir, variants=["vlpet-large", "lora"], max_concurrent_trials=1))
-    assert cfg.run.train.in_trial_process
+    assert cfg.template.train.in_trial_process
     runs = [cfg.describe_trial(v, cfg.first_point(v)[1]) for v in ("vlpet-large", "lora", "vlpet-large")]
     study_dir = tmp_path / "study"
     study_dir.mkdir()

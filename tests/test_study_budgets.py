@@ -45,7 +45,7 @@ def test_max_params_max_trials_and_seeds_shape_the_study(ray_local, bench, token
     trained = final[final["status"] == COMPLETED]
     assert len(trained) >= 1 and (trained["params"] <= sizes[4]).all()
     seeds = final[final["phase"] == SEEDS]
-    base = study_from_dict(data).run.train.seed
+    base = study_from_dict(data).template.train.seed
     assert len(seeds) >= 1 and (seeds["seed"] == base + 1).all()
     assert set(seeds["config"]) <= set(search.loc[search["status"] == COMPLETED, "config"])
 

@@ -25,8 +25,8 @@ def test_paper_bart_base_study_config_validates_with_a_bart_base_stand_in():
     assert data["run"]["backbone"]["pretrained"] == "facebook/bart-base"
     data["run"]["backbone"] = {**data["run"]["backbone"], "pretrained": None, "arch": "bart-base"}
     study = study_from_dict(data)
-    assert len(study.settings.variants) == 10 and study.run.data.tasks == ("vqa", "gqa", "nlvr", "caption")
-    assert (study.run.backbone.feat_dim, study.run.train.epochs, study.run.data.batch_size) == (2048, 20, 500)
+    assert len(study.settings.variants) == 10 and study.template.data.tasks == ("vqa", "gqa", "nlvr", "caption")
+    assert (study.template.backbone.feat_dim, study.template.train.epochs, study.template.data.batch_size) == (2048, 20, 500)
     start = {name: dim.values[0] for name, dim in study.space("vlpet-large").items()}
     spec = study.trial_spec("vlpet-large", start)
     assert (spec.method.rank, spec.method.n_heads, spec.method.decoder_rank, spec.method.scale) == (96, 4, 96, 1.0)
@@ -52,7 +52,7 @@ def test_paper_t5_base_study_config_validates_with_a_t5_base_stand_in():
     data["run"]["backbone"] = {**data["run"]["backbone"], "pretrained": None, "arch": "t5-base"}
     study = study_from_dict(data)
     assert study.family == "t5" and set(study.settings.variants) == {row[0] for row in TABLE2["t5-base"]}
-    assert (study.run.backbone.feat_dim, study.run.train.epochs, study.run.data.batch_size) == (2048, 20, 300)
+    assert (study.template.backbone.feat_dim, study.template.train.epochs, study.template.data.batch_size) == (2048, 20, 300)
     for name in ("vlpet-small", "vlpet-middlex", "vlpet-middley", "vlpet-large"):
         spec = study.trial_spec(name, study.first_point(name)[1])
         m = spec.method

@@ -191,8 +191,8 @@ def test_synthetic_data_cannot_mix_image_and_video_tasks():
 
 def test_embedded_video_study_config_loads():
     study = load_study(CONFIGS / "embedded_video.yaml")
-    assert study.run.data.tasks == ("tvqa", "how2qa", "tvc", "yc2c") and study.run.data.synthetic
-    assert (study.run.backbone.feat_dim, study.run.backbone.n_boxes) == (128, 64)
+    assert study.template.data.tasks == ("tvqa", "how2qa", "tvc", "yc2c") and study.template.data.synthetic
+    assert (study.template.backbone.feat_dim, study.template.backbone.n_boxes) == (128, 64)
 
 
 def test_paper_video_study_config_validates_with_a_bart_base_stand_in():
@@ -202,8 +202,8 @@ def test_paper_video_study_config_validates_with_a_bart_base_stand_in():
     assert data["run"]["backbone"]["pretrained"] == "facebook/bart-base"
     data["run"]["backbone"] = {**data["run"]["backbone"], "pretrained": None, "arch": "bart-base"}
     study = study_from_dict(data)
-    assert len(study.settings.variants) == 10 and study.run.train.lr == 7e-4 and study.run.data.batch_size == 50
-    assert (study.run.backbone.feat_dim, study.run.backbone.n_boxes, study.run.train.epochs) == (512, 64, 20)
+    assert len(study.settings.variants) == 10 and study.template.train.lr == 7e-4 and study.template.data.batch_size == 50
+    assert (study.template.backbone.feat_dim, study.template.backbone.n_boxes, study.template.train.epochs) == (512, 64, 20)
     start = study.trial_spec("vlpet-large", {"rank": 96, "n_heads": 4, "decoder_rank": 96, "lr": 7e-4})
     assert (start.method.rank, start.method.n_heads, start.method.decoder_rank, start.train.lr) == (96, 4, 96, 7e-4)
 

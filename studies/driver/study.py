@@ -56,7 +56,7 @@ def study_trainable(cfg: StudyConfig, storage_path: str, study_dir: Path, home: 
     uploaded to the study's `home` if it has one). An in-process trial holds its worker's CPUs and
     GPUs itself; a worker-group trial only waits on its TorchTrainer (checkpoints under
     <storage_path>/train), so it holds no CPU, a token of memory (Ray refuses empty bundles)."""
-    t = cfg.run.train
+    t = cfg.template.train
     in_process = t.in_trial_process
     bundle = ({"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})} if in_process
               else {"CPU": 0, "memory": 2**20})
@@ -99,7 +99,7 @@ class Study:
         recorded = study_record.check_study_dir(self.dir, resume)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.record = recorded if resume else study_record.describe(cfg.to_dict(), f"{cfg.family}-base", self.dir)
-        t = cfg.run.train
+        t = cfg.template.train
         self.table = ResultsTable(self.dir, SEARCH, t.num_workers * max(t.gpus_per_worker, 1.0),
                                   study_id=self.record.get("study_id") or results_study_id(self.dir / RESULTS))
         self.console = StudyConsole(self.table, console or Console(quiet=True))
@@ -114,7 +114,7 @@ class Study:
         """Check the cluster, search every variant, train the paper's configurations, re-run the front with
         extra seeds, and return the results table (also written as results.csv). A first SIGINT or SIGTERM
         ends it after the running experiment is saved, with `StudyInterrupted` (studies.driver.interrupts)."""
-        check_resources(self.cfg.run.train)
+        check_resources(self.cfg.template.train)
         if not self.resume:
             study_record.write(self.dir, self.record)
         try:
@@ -152,7 +152,7 @@ class Study:
         # (enqueueing it again would add the point to the Optuna study a second time)
         searcher = study_searcher(self.cfg, trials, self.dir, first_trials=not self.restoring(SEARCH))
         tune_config = self._tune_config(search_alg=ConcurrencyLimiter(searcher, s.max_concurrent_trials),
-                                        scheduler=study_scheduler(s, self.cfg.run.train.epochs),
+                                        scheduler=study_scheduler(s, self.cfg.template.train.epochs),
                                         num_samples=sum(trials.values()), time_budget_s=s.time_budget_s)
         title = (f"search: {', '.join(f'{v} {n}' for v, n in trials.items())} trials (Optuna "
                  f"{sampler_for_budget(s.sampler, s.trials_per_variant)}, early stopping {s.early_stopping}; "
@@ -186,7 +186,7 @@ class Study:
         s = self.cfg.settings
         if s.early_stopping != "front" or frame.empty:
             return None
-        scheduler = study_scheduler(s, self.cfg.run.train.epochs)
+        scheduler = study_scheduler(s, self.cfg.template.train.epochs)
         search = frame[frame["phase"] == SEARCH]
         finished = final_rows(search)
         for tid in finished.loc[finished["full_fidelity"], "trial_id"]:
@@ -204,7 +204,7 @@ class Study:
         """Re-run every configuration on the front or within seed noise of it with the extra seeds
         (`study.seeds` in all), full fidelity; nothing further off the front is re-run."""
         points = frontier_configs(self.table.frame(), self.cfg.settings.seed_noise)
-        base, seeds = self.cfg.run.train.seed, self.cfg.settings.seeds
+        base, seeds = self.cfg.template.train.seed, self.cfg.settings.seeds
         runs = [self.cfg.describe_trial(p["search"], p["config"], base + k) for p in points for k in range(1, seeds)]
         if runs:
             self.run_points(SEEDS, runs, f"seeds: the {len(points)} configurations on the front or within "
@@ -218,7 +218,7 @@ class Study:
         return f"{self.storage_path.rstrip('/')}/{name}"
 
     def _tune_config(self, **options: Any) -> tune.TuneConfig:
-        return tune.TuneConfig(trial_dirname_creator=trial_dirname, reuse_actors=self.cfg.run.train.in_trial_process,
+        return tune.TuneConfig(trial_dirname_creator=trial_dirname, reuse_actors=self.cfg.template.train.in_trial_process,
                                **options)
 
     def _fit(self, name: str, tune_config: tune.TuneConfig, total: int, title: str,

@@ -67,7 +67,7 @@ def upload_logs(log: Path, home: str) -> None:
             print(f"warning: could not upload {path} to the study's home ({err})", file=sys.stderr)
 
 
-def train_in_process(run: RunSpec, submitted_at: float) -> None:
+def train_in_process(spec: RunSpec, submitted_at: float) -> None:
     """Train in this trial process on the trial's own resources (its CPUs; its GPU, made visible by Ray
     as device 0), with checkpoints in the trial's Tune storage, where a retried or restored trial finds
     them. The backbone is loaded once per process and copied for every trial."""
@@ -76,9 +76,9 @@ def train_in_process(run: RunSpec, submitted_at: float) -> None:
     from vlpet.train.loop import WorkerContext
     from vlpet.train.ray_trainer import train_and_report
 
-    device = torch.device("cuda" if run.train.gpus_per_worker > 0 else "cpu")
+    device = torch.device("cuda" if spec.train.gpus_per_worker > 0 else "cpu")
     ctx = WorkerContext(device=device, backbones=_process_backbones())
-    train_and_report(run, ctx, tune.report, tune.Checkpoint, tune.get_checkpoint(),
+    train_and_report(spec, ctx, tune.report, tune.Checkpoint, tune.get_checkpoint(),
                      {"submitted_at": submitted_at, "worker_started_at": submitted_at})
 
 

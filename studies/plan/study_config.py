@@ -155,7 +155,7 @@ class StudyConfig:
     overrides applied, fit to d_model."""
 
     settings: StudySettings
-    run: RunSpec
+    template: RunSpec  # the `run:` section: the run every trial starts from
     search: dict[str, dict[str, Any]]
     family: str  # 'bart' or 't5'
     d_model: int
@@ -178,13 +178,13 @@ class StudyConfig:
         """The run of one trial: the template with the variant's method and the sampled parameters (for
         `designs`, the paper variant of the drawn module with the drawn fields)."""
         params = dict(params)
-        lr = params.pop(LR, self.run.train.lr)
+        lr = params.pop(LR, self.template.train.lr)
         base = params.pop(METHOD) if variant_name == DESIGNS else variant_name
         # task-conditioned modules (per-task, Hyperformer) are made for the study's tasks
-        tasks = {"tasks": self.run.data.tasks} if "tasks" in field_names(METHODS[VARIANTS[self.family][base]["method"]]) else {}
+        tasks = {"tasks": self.template.data.tasks} if "tasks" in field_names(METHODS[VARIANTS[self.family][base]["method"]]) else {}
         method = variant(base, self.family, **{**tasks, **params})  # the trial's one build of its method config
-        train = dataclasses.replace(self.run.train, lr=lr, **({"seed": seed} if seed is not None else {}))
-        return dataclasses.replace(self.run, method=method, train=train)  # re-checks the sections' fit only
+        train = dataclasses.replace(self.template.train, lr=lr, **({"seed": seed} if seed is not None else {}))
+        return dataclasses.replace(self.template, method=method, train=train)  # re-checks the sections' fit only
 
     def describe_trial(self, variant_name: str, params: dict[str, Any], seed: int | None = None) -> TrialRun:
         """Everything a trial needs, computed on the driver: the full run spec and its parameter count
@@ -206,7 +206,7 @@ class StudyConfig:
     def paper_trials(self) -> list[TrialRun]:
         """Each studied paper variant's hand-picked configuration (`paper_setting`: the seed's hyperparameters,
         sizes scaled to this backbone, the paper's lr); `designs` has none."""
-        video = all(get_task(t).feature_format == "npz" for t in self.run.data.tasks)
+        video = all(get_task(t).feature_format == "npz" for t in self.template.data.tasks)
         return [self.describe_trial(v, paper_setting(v, self.family, self.d_model, video))
                 for v in self.settings.variants if v != DESIGNS]
 
@@ -241,7 +241,7 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts for study.json."""
-        return {"study": self.settings.to_dict(), "search": self.search, "run": self.run.to_dict()}
+        return {"study": self.settings.to_dict(), "search": self.search, "run": self.template.to_dict()}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -260,20 +260,20 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
     for key in RENAMED.keys() & (study.keys() if isinstance(study, dict) else set()):
         raise ConfigError(RENAMED[key])
     settings = build_dataclass(StudySettings, study, "study")
-    run = RunSpec.from_dict(data.get("run") or {}).with_absolute_paths()
+    template = RunSpec.from_dict(data.get("run") or {}).with_absolute_paths()
     search = data.get("search") or {}
     if not isinstance(search, dict):
         raise ConfigError("search must map method names to {parameter: distribution}")
-    if settings.early_stopping != "none" and run.train.eval_every != 1:
+    if settings.early_stopping != "none" and template.train.eval_every != 1:
         raise ConfigError(f"study.early_stopping={settings.early_stopping} compares every epoch's score, but "
-                          f"run.train.eval_every={run.train.eval_every} validates less often; set eval_every: 1 or "
+                          f"run.train.eval_every={template.train.eval_every} validates less often; set eval_every: 1 or "
                           "early_stopping: none")
-    if settings.early_stopping != "none" and settings.grace_period >= run.train.epochs:
+    if settings.early_stopping != "none" and settings.grace_period >= template.train.epochs:
         raise ConfigError(f"study.grace_period={settings.grace_period} leaves early stopping nothing to decide: it "
-                          f"starts at epoch grace_period and run.train.epochs={run.train.epochs}; set grace_period "
+                          f"starts at epoch grace_period and run.train.epochs={template.train.epochs}; set grace_period "
                           f"below epochs, or early_stopping: none")
     with torch.device("meta"):  # the backbone's shape from its config: no weights
-        shape = build_vl_model(run.backbone, load_weights=False)
+        shape = build_vl_model(template.backbone, load_weights=False)
     methods = {cfg["method"] for cfg in VARIANTS[shape.family].values()} | {DESIGNS}
     for method, overrides in search.items():
         if method not in methods:
@@ -282,7 +282,7 @@ def study_from_dict(data: dict[str, Any]) -> StudyConfig:
             raise ConfigError(f"search.{method} must map parameters to distributions")
     # every space, those of methods not studied this time too: their overrides are checked as well
     spaces = {method: space_for(method, search.get(method), shape.d_model) for method in sorted(methods)}
-    config = StudyConfig(settings, run, search, family=shape.family, d_model=shape.d_model, spaces=spaces)
+    config = StudyConfig(settings, template, search, family=shape.family, d_model=shape.d_model, spaces=spaces)
     for name in settings.variants:  # every space parses, fits the model and yields valid runs only
         config.check_space(name)
     if settings.paper_reference:
