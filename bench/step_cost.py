@@ -19,8 +19,8 @@ import torch
 
 from vlpet.errors import entry_point
 from vlpet.methods import apply_method
-from vlpet.methods.variants import VARIANTS, variant
 from vlpet.models import BackboneConfig, VLInputs, build_vl_model
+from vlpet.paper_variants import VARIANTS, variant
 
 TEXT_LEN, TARGET_LEN = 20, 10
 # The paper's ranks (96, 128) exceed the tiny model's d_model = 64: scale them down there.

@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import tiny_batch, tiny_model
 from vlpet.methods import apply_method, method_from_dict
-from vlpet.methods.variants import VARIANTS
+from vlpet.paper_variants import VARIANTS
 
 # PEFT's IA3Config for keys, values and the FFN, written out per model type: (target_modules, feedforward_modules)
 PEFT_TARGETS = {"bart": (["k_proj", "v_proj", "fc2"], ["fc2"]), "t5": (["k", "v", "wo"], ["wo"])}

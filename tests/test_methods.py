@@ -11,7 +11,7 @@ from tests.conftest import tiny_batch, tiny_model
 from vlpet.errors import ConfigError
 from vlpet.methods import METHODS, apply_method, method_from_dict
 from vlpet.methods.layers import LargeGate, MiddleXGate, MiddleYGate, SmallGate
-from vlpet.methods.variants import variant
+from vlpet.paper_variants import variant
 
 ALL_CONFIGS = [
     {"method": "full"}, {"method": "bitfit"}, {"method": "prompt", "length": 5, "mid_dim": 16},

@@ -13,7 +13,7 @@ from vlpet import params
 from vlpet.checkpoint import WEIGHTS, load_adapter, load_pet_model, save_adapter
 from vlpet.errors import ConfigError
 from vlpet.methods import apply_method, method_from_dict
-from vlpet.methods.variants import PAPER_PARAMS_PERCENT, VARIANTS
+from vlpet.paper_variants import PAPER_PARAMS_PERCENT, VARIANTS
 
 # Closed-form trainable counts, written from the method specification (../shared/design/vlpet-method.md,
 # section 5), independent of the implementation. D = 768 on both backbones.

@@ -20,7 +20,7 @@ from studies.storage.results_table import ResultsTable
 from tests.test_study import study_dict
 from vlpet.methods import METHODS, method_from_dict
 from vlpet.methods.layers import GRANULARITIES
-from vlpet.methods.variants import VARIANTS, design_name
+from vlpet.paper_variants import VARIANTS, design_name
 from vlpet.train.config import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ from studies.storage.results_table import ResultsTable
 from tests.conftest import SMALL
 from vlpet.errors import ConfigError
 from vlpet.methods import method_from_dict
-from vlpet.methods.variants import design_name, paper_setting
+from vlpet.paper_variants import design_name, paper_setting
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ import pytest
 from studies.plan.study_config import study_from_dict
 from tests.test_study import study_dict
 from vlpet.errors import ConfigError
-from vlpet.methods.variants import paper_setting
 from vlpet.paper_results import TABLE2
+from vlpet.paper_variants import paper_setting
 from vlpet.train.config import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ from vlpet import params
 from vlpet.checkpoint import load_adapter, save_adapter
 from vlpet.errors import ConfigError
 from vlpet.methods import apply_method, method_from_dict
-from vlpet.methods.variants import PAPER_PARAMS_PERCENT, VARIANTS, design_name, variant
 from vlpet.models import BackboneConfig
 from vlpet.paper_results import TABLE9
+from vlpet.paper_variants import PAPER_PARAMS_PERCENT, VARIANTS, design_name, variant
 
 GATES = ("small", "middleX", "middleY", "large")
 # Tiny models have d_model 64: reduction factor 8 gives bottleneck, gate and value-adapter ranks of 8.

@@ -23,9 +23,9 @@ from torch import nn
 from vlpet.errors import ConfigError, entry_point
 from vlpet.methods import METHODS, MethodConfig, apply_method
 from vlpet.methods.base import IMAGE_TASKS, field_names
-from vlpet.methods.variants import PAPER_PARAMS_PERCENT, VARIANTS, variant
 from vlpet.models import BackboneConfig, build_vl_model
 from vlpet.models.backbones import PRESETS
+from vlpet.paper_variants import PAPER_PARAMS_PERCENT, VARIANTS, variant
 
 
 @dataclass

@@ -28,9 +28,9 @@ from vlpet.errors import ConfigError, build_dataclass, closest, holds_password, 
 from vlpet.methods import METHODS, MethodConfig
 from vlpet.methods.base import field_names
 from vlpet.methods.space import LR, Choice, Dist
-from vlpet.methods.variants import VARIANTS, design_name, paper_setting, variant
 from vlpet.models import BackboneConfig
 from vlpet.models.vl_model import build_vl_model
+from vlpet.paper_variants import VARIANTS, design_name, paper_setting, variant
 from vlpet.params import ParamReport, config_report
 from vlpet.train.config import RunSpec, load_yaml
 
