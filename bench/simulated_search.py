@@ -117,7 +117,7 @@ class ProblemSpace:
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         params = {name: suggest(trial, name, d) for name, d in self.problem.space.items()}
-        return {RUN: {"search": self.problem.name, "params": params}}
+        return {RUN: {"search": self.problem.name, "config": params}}
 
 
 def suggest(trial: optuna.Trial, name: str, d: optuna.distributions.BaseDistribution) -> Any:
