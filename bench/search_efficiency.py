@@ -156,7 +156,7 @@ def run_arm(data: dict[str, Any], arm: tuple[str, str, int], seed: int, trials: 
     study_dir.mkdir()
     trainable = tune.with_resources(tune.with_parameters(replay, cfg=cfg, grid=grid), {"cpu": 1})
     study = Study(cfg, study_dir, trainable=trainable)
-    study.search(trials_per_variant(cfg.settings))
+    study.run_search(trials_per_variant(cfg.settings))
     return study.table.frame()
 
 

@@ -105,7 +105,7 @@ def test_front_early_stopping_stops_a_hopeless_trial_and_tells_optuna(ray_local,
     data["run"]["train"].update(epochs=4, eval_every=1)
     cfg = study_from_dict(data)
     study = Study(cfg, tmp_path / "study", trainable=tune.with_resources(scripted, {"cpu": 1}))
-    study.search(trials_per_variant(cfg.settings))
+    study.run_search(trials_per_variant(cfg.settings))
     final = final_rows(study.table.frame())
     assert len(final) == 4 and final["config"].is_unique
     pruned = final[final["status"] == PRUNED]

@@ -131,7 +131,7 @@ class Study:
     def _phases(self) -> pd.DataFrame:
         s = self.cfg.settings
         start = time.perf_counter()
-        self.search(trials_per_variant(s))
+        self.run_search(trials_per_variant(s))
         if s.paper_reference and not self.stopper.stop_all():
             self.run_reference()
         if self.stopper.stop_all():
@@ -144,7 +144,7 @@ class Study:
                            f"{time.perf_counter() - start:.0f} s; results in {self.table.path}")
         return frame
 
-    def search(self, trials: dict[str, int]) -> None:
+    def run_search(self, trials: dict[str, int]) -> None:
         """Run (or resume) the Optuna searches of the variants (`trials`: variant -> its number of trials)
         side by side in one Tune experiment."""
         s = self.cfg.settings
