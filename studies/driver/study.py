@@ -218,8 +218,8 @@ class Study:
         return f"{self.storage_path.rstrip('/')}/{name}"
 
     def _tune_config(self, **options: Any) -> tune.TuneConfig:
-        return tune.TuneConfig(trial_dirname_creator=trial_dirname, reuse_actors=self.cfg.template.train.in_trial_process,
-                               **options)
+        return tune.TuneConfig(trial_dirname_creator=trial_dirname,
+                               reuse_actors=self.cfg.template.train.in_trial_process, **options)
 
     def _fit(self, name: str, tune_config: tune.TuneConfig, total: int, title: str,
              param_space: dict | None = None) -> None:

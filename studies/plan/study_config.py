@@ -170,9 +170,10 @@ class StudyConfig:
         `designs` variant has its own space, which draws the method."""
         return self.spaces[self.method_of(variant_name)]
 
-    def draw(self, variant_name: str, space: dict[str, Dist], trial: Any) -> dict[str, Any]:
-        """One configuration of a variant drawn from its space (`space(variant_name)`), define-by-run."""
-        return sample(space, trial, None if variant_name == DESIGNS else VARIANTS[self.family][variant_name])
+    def draw(self, variant_name: str, trial: Any) -> dict[str, Any]:
+        """One configuration of a variant drawn from its space, define-by-run."""
+        fixed = None if variant_name == DESIGNS else VARIANTS[self.family][variant_name]
+        return sample(self.space(variant_name), trial, fixed)
 
     def trial_spec(self, variant_name: str, params: dict[str, Any], seed: int | None = None) -> RunSpec:
         """The run of one trial: the template with the variant's method and the sampled parameters (for
@@ -181,7 +182,8 @@ class StudyConfig:
         lr = params.pop(LR, self.template.train.lr)
         base = params.pop(METHOD) if variant_name == DESIGNS else variant_name
         # task-conditioned modules (per-task, Hyperformer) are made for the study's tasks
-        tasks = {"tasks": self.template.data.tasks} if "tasks" in field_names(METHODS[VARIANTS[self.family][base]["method"]]) else {}
+        conditioned = "tasks" in field_names(METHODS[VARIANTS[self.family][base]["method"]])
+        tasks = {"tasks": self.template.data.tasks} if conditioned else {}
         method = variant(base, self.family, **{**tasks, **params})  # the trial's one build of its method config
         train = dataclasses.replace(self.template.train, lr=lr, **({"seed": seed} if seed is not None else {}))
         return dataclasses.replace(self.template, method=method, train=train)  # re-checks the sections' fit only
@@ -201,7 +203,7 @@ class StudyConfig:
         """A variant's default setting: the first value of every choice (the lowest of a range), as the
         Optuna parameters to enqueue (the study's first trial of the variant) and as the drawn values."""
         first = _FirstValue()
-        return first.params, self.draw(variant_name, self.space(variant_name), first)
+        return first.params, self.draw(variant_name, first)
 
     def paper_trials(self) -> list[TrialRun]:
         """Each studied paper variant's hand-picked configuration (`paper_setting`: the seed's hyperparameters,
@@ -213,22 +215,23 @@ class StudyConfig:
     def space_points(self, variant_name: str) -> list[dict[str, Any]]:
         """The drawn values of each choice and both ends of each range of a variant's space in turn, the other
         parameters at their first value (what `check_space` checks; where a variant's cheapest point is)."""
-        space = self.space(variant_name)
-        return [self.draw(variant_name, space, _FirstValue({key: value})) for key, dist in space.items()
+        return [self.draw(variant_name, _FirstValue({key: value})) for key, value in self._probes(variant_name)]
+
+    def _probes(self, variant_name: str) -> list[tuple[str, Any]]:
+        """(parameter, value): each choice and both ends of each range of a variant's space."""
+        return [(key, value) for key, dist in self.space(variant_name).items()
                 for value in (dist.values if isinstance(dist, Choice) else (dist.low, dist.high))]
 
     def check_space(self, variant_name: str) -> None:
         """Every value of every distribution of a variant's space makes a valid run: each choice and both
         ends of each range in turn, the other parameters at their first value. A bad one is a ConfigError
         naming search.<method>.<parameter> and the value."""
-        space = self.space(variant_name)
         method = self.method_of(variant_name)
-        for key, dist in space.items():
-            for value in dist.values if isinstance(dist, Choice) else (dist.low, dist.high):
-                try:
-                    self.trial_spec(variant_name, self.draw(variant_name, space, _FirstValue({key: value})))
-                except ConfigError as err:
-                    raise ConfigError(f"search.{method}.{key}: the value {value!r} makes no valid run ({err})") from None
+        for key, value in self._probes(variant_name):
+            try:
+                self.trial_spec(variant_name, self.draw(variant_name, _FirstValue({key: value})))
+            except ConfigError as err:
+                raise ConfigError(f"search.{method}.{key}: the value {value!r} makes no valid run ({err})") from None
 
     def first_spec(self, variant_name: str) -> RunSpec:
         """The run of a variant at its default setting (`first_point`), which validation checks eagerly."""

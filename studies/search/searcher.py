@@ -39,10 +39,10 @@ class VariantSpace:
     Returns the sampled parameters' trial description (`StudyConfig.describe_trial`) under `RUN`."""
 
     def __init__(self, cfg: StudyConfig, variant_name: str):
-        self.cfg, self.variant_name, self.space = cfg, variant_name, cfg.space(variant_name)
+        self.cfg, self.variant_name = cfg, variant_name
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        return {RUN: self.cfg.describe_trial(self.variant_name, self.cfg.draw(self.variant_name, self.space, trial))}
+        return {RUN: self.cfg.describe_trial(self.variant_name, self.cfg.draw(self.variant_name, trial))}
 
 
 class TrialSize:

@@ -67,7 +67,7 @@ class ResultsTable(tune.Callback):
     def _rows(self) -> dict[tuple[str, int], dict[str, Any]]:
         if not self.path.is_file():
             return {}
-        return {(r["trial_id"], int(r["epoch"])): r for r in pd.read_parquet(self.path).to_dict("records")}
+        return {_key(r): r for r in pd.read_parquet(self.path).to_dict("records")}
 
     def _row(self, trial: Any, result: dict[str, Any]) -> dict[str, Any]:
         run = trial_run(trial.config)
@@ -101,7 +101,7 @@ class ResultsTable(tune.Callback):
 
     def _put(self, row: dict[str, Any]) -> None:
         rows = self._rows()
-        rows[(row["trial_id"], int(row["epoch"] or 0))] = row
+        rows[_key(row)] = row
         self._write(rows)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -120,10 +120,10 @@ class ResultsTable(tune.Callback):
             self._write(rows)
 
     def _finish(self, trial: Any, status: str, error: str = "") -> None:
+        rows = self._rows()
         awaiting = self._awaiting.pop(trial.trial_id, None)
         if awaiting is not None:  # a trial that failed before its last checkpoint was registered: keep the epoch
-            self._put(awaiting)
-        rows = self._rows()
+            rows[_key(awaiting)] = awaiting
         own = [r for (tid, _), r in rows.items() if tid == trial.trial_id]
         if not own:  # failed before its first report
             own = [self._row(trial, {"epoch": 0, "fidelity": 0.0})]
@@ -171,6 +171,11 @@ class ResultsTable(tune.Callback):
         for (tid, _), row in self._rows().items():
             last[tid] = max(last.get(tid, 0.0), float(row.get("wall_time_s") or 0.0))
         return sum(last.values()) * self.devices_per_trial / 3600
+
+
+def _key(row: dict[str, Any]) -> tuple[str, int]:
+    """A row's place in the table: its trial and epoch."""
+    return row["trial_id"], int(row["epoch"] or 0)
 
 
 def _last_rows(rows: dict[tuple[str, int], dict[str, Any]]) -> dict[str, dict[str, Any]]:
