@@ -65,9 +65,10 @@ class DrawRule:
     """How one field is drawn given the fields in `after`, which are drawn (or fixed) before it.
 
     `when(fields)`: whether the field is drawn at all; otherwise it keeps the config's value. `keep(value,
-    fields)`: which of its values fit (an int range is enumerated for it); one left is set without a draw.
-    `named`: the choices change with `after`, so the draw's Optuna name carries their values
-    (`n_heads|rank=96`), since a parameter's Optuna distribution must not change between trials.
+    fields)`: which of its values fit (an int range is enumerated for it; a float range is drawn whole); none
+    left: not drawn; one left of several: set without a draw, unless `named`. `named`: the choices change with
+    `after`, so the draw's Optuna name carries their values (`n_heads|rank=96`), since a parameter's Optuna
+    distribution must not change between trials.
     """
 
     after: tuple[str, ...]
