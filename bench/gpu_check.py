@@ -37,6 +37,8 @@ from studies.driver.ray_cluster import loopback_local_cluster
 from vlpet.errors import entry_point
 
 METHODS = ("full", "vlpet-large", "vlpet-small", "lora", "adapter")
+# The --cpu variant (how the check is tested) trains parts 2 and 3 on the first examples of each task only
+CPU_DATA = {"max_train_examples": 96, "max_eval_examples": 24}
 # Dense bf16 peak FLOP/s (no sparsity) by device name, for MFU.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
 
@@ -61,9 +63,9 @@ def step_cost(device: str, arch: str, batch: int, steps: int) -> dict[str, dict[
     return rows
 
 
-def one_gpu_trial(gpus: float, epochs: int) -> dict[str, float]:
+def one_gpu_trial(gpus: float, epochs: int, data_caps: dict[str, int]) -> dict[str, float]:
     """Part 2: a one-trial study of the embedded default's VL-PET-large holding `gpus` GPUs, in its Tune trial
-    process; its start-up and per-epoch seconds."""
+    process (its data capped by `data_caps`); its start-up and per-epoch seconds."""
     import ray
 
     from studies.driver.ray_cluster import connect
@@ -74,6 +76,7 @@ def one_gpu_trial(gpus: float, epochs: int) -> dict[str, float]:
     data["study"].update(name="gpu-check", variants=["vlpet-large"], trials_per_variant=1, paper_reference=False, seeds=1,
                          early_stopping="none", max_concurrent_trials=1)
     data["run"]["train"].update(epochs=epochs, gpus_per_worker=gpus, runner="trial")
+    data["run"]["data"].update(data_caps)
     cfg = study_from_dict(data)
     connect(num_cpus=2, log_to_driver=False)
     try:
@@ -88,13 +91,14 @@ def one_gpu_trial(gpus: float, epochs: int) -> dict[str, float]:
             "score": float(table.sort_values("epoch")["score"].iloc[-1])}
 
 
-def scores_on(device: str, epochs: int) -> dict[str, float]:
-    """Part 3, one side: the embedded default's VL-PET-large trained on `device` for `epochs`; its scores."""
+def scores_on(device: str, epochs: int, data_caps: dict[str, int]) -> dict[str, float]:
+    """Part 3, one side: the embedded default's VL-PET-large trained on `device` for `epochs` (its data capped
+    by `data_caps`); its scores."""
     from analysis.results_contract import TASK_PREFIX
     from studies.plan.study_config import load_study
     from vlpet.train.loop import WorkerContext, run_training
 
-    spec = load_study(None).first_spec("vlpet-large").replace(train={"epochs": epochs})
+    spec = load_study(None).first_spec("vlpet-large").replace(train={"epochs": epochs}, data=data_caps)
     metrics = run_training(spec, lambda m, c: None, None, WorkerContext(device=torch.device(device)))
     return {k.removeprefix(TASK_PREFIX): v for k, v in metrics.items() if k.startswith(TASK_PREFIX) or k == "score"}
 
@@ -130,14 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     print_step_cost(figures["step_cost"], arch, device)
 
     epochs = 1 if args.cpu else 2
-    figures["trial"] = one_gpu_trial(0 if args.cpu else 1, epochs)
+    caps = CPU_DATA if args.cpu else {}
+    figures["trial"] = one_gpu_trial(0 if args.cpu else 1, epochs, caps)
     t = figures["trial"]
     print(f"\n2. one trial holding {0 if args.cpu else 1} GPU under Tune: start-up {t['startup_s']:.1f} s, "
           f"{t['epoch_s']:.1f} s per epoch, score {t['score']:.2f} after {t['epochs']} epoch(s)")
 
     epochs = 1 if args.cpu else 3
-    here = scores_on(device, epochs)
-    cpu = here if device == "cpu" else scores_on("cpu", epochs)  # on --cpu there is no second device to compare
+    here = scores_on(device, epochs, caps)
+    cpu = here if device == "cpu" else scores_on("cpu", epochs, caps)  # on --cpu there is no second device to compare
     figures["scores"] = {"device": here, "cpu": cpu, "max_abs_diff": max(abs(here[k] - cpu[k]) for k in cpu)}
     print(f"\n3. embedded default VL-PET-large, {epochs} epoch(s), same seed: {device} vs cpu")
     for key in cpu:

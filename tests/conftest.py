@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -85,15 +87,19 @@ def video_bench(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    """A local Ray on loopback with 4 logical CPUs for one test module (2 Train workers + Tune)."""
+def ray_local():
+    """A local Ray on loopback with 4 logical CPUs for one test module (2 Train workers + Tune). Its temp dir
+    is short: Ray's socket paths under it must stay within 107 bytes, which pytest's (and more so an xdist
+    worker's) tmp_path can exceed."""
     import ray
 
     from studies.driver.ray_cluster import connect
 
-    connect(num_cpus=4, _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
+    temp_dir = tempfile.mkdtemp(prefix="vlpet-ray-")
+    connect(num_cpus=4, _temp_dir=temp_dir, log_to_driver=False)
     yield ray
     ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -105,3 +111,4 @@ def two_nodes():
     yield cluster
     cluster.stop()
     assert not cluster.processes()
+
