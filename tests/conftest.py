@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -95,11 +94,10 @@ def ray_local():
 
     from studies.driver.ray_cluster import connect
 
-    temp_dir = tempfile.mkdtemp(prefix="vlpet-ray-")
-    connect(num_cpus=4, _temp_dir=temp_dir, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="vlpet-ray-", ignore_cleanup_errors=True) as temp_dir:
+        connect(num_cpus=4, _temp_dir=temp_dir, log_to_driver=False)
+        yield ray
+        ray.shutdown()
 
 
 @pytest.fixture
@@ -111,4 +109,3 @@ def two_nodes():
     yield cluster
     cluster.stop()
     assert not cluster.processes()
-
